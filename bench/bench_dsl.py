@@ -53,15 +53,15 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
-def interleaved(a, b, repeat: int) -> tuple[float, float]:
-    """Best-of times of a and b, run alternately, so a burst of outside load hits both alike."""
-    ta, tb = [], []
+def interleaved(fns, repeat: int) -> list[float]:
+    """Best-of times of each function, run in turn, so a burst of outside load hits all alike."""
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        for fn, out in ((a, ta), (b, tb)):
+        for fn, out in zip(fns, times, strict=True):
             t0 = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t0)
-    return min(ta), min(tb)
+    return [min(t) for t in times]
 
 
 def arc1_grids() -> list[tuple]:
@@ -78,43 +78,57 @@ def arc1_grids() -> list[tuple]:
     ]
 
 
-def bench_objects(grids: list[tuple], repeat: int) -> tuple[list[str], str]:
-    """Table rows: per flag combination, reference and fast seconds, the ratio, and equality checks."""
+def bench_objects(grids: list[tuple], repeat: int) -> tuple[list[str], str, str]:
+    """Table rows: per flag combination, reference / exact / fast seconds, ratios, and equality checks."""
     from arcscope.dsl import fast
     from arcscope.dsl import reference as R
 
+    def run(mode, flags):
+        fast.set_object_order(mode)
+        return [fast.objects(g, *flags) for g in grids]
+
     fast.warm_up()
-    for g in grids:  # fill the per-shape caches (seed order), as any long run would have them
-        fast._discovery_rank(len(g), len(g[0]))
-    rows, tot_r, tot_f = [], 0.0, 0.0
+    for mode in fast.ORDERS:  # fill the per-shape caches (seed order, replay tables), as a long run has them
+        run(mode, (True, True, True))
+        run(mode, (True, False, True))
+    rows, tot = [], [0.0, 0.0, 0.0]
+    n = len(grids)
     for flags in FLAGS:
         ref = [R.objects(g, *flags) for g in grids]
-        got = [fast.objects(g, *flags) for g in grids]
-        equal = sum(a == b for a, b in zip(ref, got, strict=True))
-        outer = sum(tuple(a) == tuple(b) for a, b in zip(ref, got, strict=True))
-        inner = sum(
-            all(tuple(x) == tuple(y) for x, y in zip(a, b, strict=True))
-            for a, b in zip(ref, got, strict=True)
-        )
+        got = {mode: run(mode, flags) for mode in fast.ORDERS}
+        checks = []
+        for mode in fast.ORDERS:
+            pairs = list(zip(ref, got[mode], strict=True))
+            equal = sum(a == b for a, b in pairs)
+            outer = sum(tuple(a) == tuple(b) for a, b in pairs)
+            inner = sum(all(tuple(x) == tuple(y) for x, y in zip(a, b, strict=True)) for a, b in pairs)
+            checks.append(f"{equal}/{n} | {outer}/{n} | {inner}/{n}")
         n_obj = sum(len(a) for a in ref)
         # Drop the checked results before timing: millions of live objects would make every GC pass slow.
         del ref, got
         gc.collect()
-        t_ref, t_fast = interleaved(
-            lambda flags=flags: [R.objects(g, *flags) for g in grids],
-            lambda flags=flags: [fast.objects(g, *flags) for g in grids],
+        t_ref, t_exact, t_fast = interleaved(
+            [
+                lambda flags=flags: [R.objects(g, *flags) for g in grids],
+                lambda flags=flags: run("exact", flags),
+                lambda flags=flags: run("fast", flags),
+            ],
             repeat,
         )
-        tot_r += t_ref
-        tot_f += t_fast
+        for k, t in enumerate((t_ref, t_exact, t_fast)):
+            tot[k] += t
         name = "objects(I, {}, {}, {})".format(*("T" if f else "F" for f in flags))
         rows.append(
-            f"| {name} | {n_obj:,} | {t_ref:.3f} | {t_fast:.3f} | {t_ref / t_fast:.1f}x | "
-            f"{equal}/{len(grids)} | {outer}/{len(grids)} | {inner}/{len(grids)} |"
+            f"| {name} | {n_obj:,} | {t_ref:.3f} | {t_exact:.3f} | {t_ref / t_exact:.1f}x | {t_fast:.3f} | "
+            f"{t_ref / t_fast:.1f}x | {checks[0]} | {checks[1]} |"
         )
         print(rows[-1], flush=True)
-    rows.append(f"| **all 8** | | {tot_r:.3f} | {tot_f:.3f} | **{tot_r / tot_f:.1f}x** | | | |")
-    return rows, f"{tot_r / tot_f:.1f}x"
+    fast.set_object_order("exact")
+    r_exact, r_fast = f"{tot[0] / tot[1]:.1f}x", f"{tot[0] / tot[2]:.1f}x"
+    rows.append(
+        f"| **all 8** | | {tot[0]:.3f} | {tot[1]:.3f} | **{r_exact}** | {tot[2]:.3f} | **{r_fast}** | | | | | | |"
+    )
+    return rows, r_exact, r_fast
 
 
 def bench_runner(copies: int, repeat: int) -> list[str]:
@@ -234,7 +248,7 @@ def main() -> None:
     print(f"{len(grids)} ARC-AGI-1 grids", flush=True)
     # The runner goes first: with torch not yet imported, its process engine may fork (fast start).
     run_rows = bench_runner(2 if args.quick else args.copies, args.repeat)
-    obj_rows, ratio = bench_objects(grids, max(args.repeat, 5))
+    obj_rows, ratio_exact, ratio_fast = bench_objects(grids, max(args.repeat, 5))
     import numba
     import torch
 
@@ -250,17 +264,19 @@ ran, so treat figures as rough), Python {platform.python_version()}, numpy {np._
 torch {torch.__version__}{", GPU " + gpu if gpu else ", no GPU"}; best of {max(args.repeat, 5)} interleaved runs for
 `objects`, {args.repeat} for the rest.
 
-### `objects`: fast vs reference, one core
+### `objects`: reference vs the two fast modes, one core
 
 {len(grids):,} grids ({cells:,} cells): every input and output of the bundled ARC-AGI-1 training and evaluation
-tasks. Both columns in the same run; `equal` counts grids whose result equals the reference's, `outer order`
-those whose set of objects also iterates in the same order, `inner order` those where every object does too
-(the fast path builds objects row-major, the reference breadth-first: see `arcscope/dsl/fast.py`). The
-per-shape seed-order table is filled before timing; the grid-to-array cache holds 256 grids, so with grids
-visited in order every call converts its grid afresh.
+tasks, all three timed in the same run. `exact` is the default mode (`ARCSCOPE_DSL_ORDER=exact`): the
+reference's breadth-first search replayed on CPython's set tables, so every object iterates cell for cell as
+arc-dsl's does. `fast` (`ARCSCOPE_DSL_ORDER=fast`) labels the grid and builds each object row-major: equal
+values, the set of objects in the reference's order, the cells inside an object not. The checks count grids
+whose result equals the reference's (`eq`), whose set of objects iterates in the same order (`outer`), and
+where every object does too (`inner`). The per-shape tables are filled before timing; the grid-to-array
+cache holds 256 grids, so with grids visited in order every call converts its grid afresh.
 
-| call | objects | reference s | fast s | ratio | equal | outer order | inner order |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| call | objects | reference s | exact s | exact ratio | fast s | fast ratio | exact: eq | outer | inner | fast: eq | outer | inner |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(obj_rows)}
 
 ### Program runner: the example corpus, sequential vs all cores
@@ -299,7 +315,7 @@ swing widely from run to run): {crossover(batch_rows)}
             doc = doc.rstrip("\n") + "\n\n" + text + "\n"
         DOC.write_text(doc)
         print(f"recorded in {DOC}", file=sys.stderr)
-    print(f"objects overall: {ratio}")
+    print(f"objects overall: exact order {ratio_exact}, fast order {ratio_fast}")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,73 @@ def grids(draw, max_side: int = 14):
 FLAGS = list(itertools.product((True, False), repeat=3))
 
 
+@pytest.fixture
+def order_mode():
+    """Set fast.objects' order mode for one test, restoring it (and the environment variable) after."""
+    import os
+
+    saved_env = os.environ.get("ARCSCOPE_DSL_ORDER")
+    saved = fast.object_order()
+    yield fast.set_object_order
+    fast.set_object_order(saved)
+    if saved_env is None:
+        os.environ.pop("ARCSCOPE_DSL_ORDER", None)
+    else:
+        os.environ["ARCSCOPE_DSL_ORDER"] = saved_env
+
+
+def _layout(objs):
+    return [list(o) for o in objs]
+
+
+@SETTINGS
+@given(grids(30), st.sampled_from(FLAGS))
+def test_objects_exact_order_is_the_references(grid, flags):
+    # Default mode: every object iterates cell for cell as the reference's does.
+    assert fast.object_order() == "exact"
+    got, want = fast.objects(grid, *flags), R.objects(grid, *flags)
+    assert got == want
+    assert _layout(got) == _layout(want)
+
+
+def test_objects_exact_order_on_big_one_colour_and_striped_grids():
+    # Large objects (hundreds of cells, many table resizes and collisions) and the copy-and-discard path of
+    # set difference (a big frontier while few cells are taken yet).
+    rng = np.random.default_rng(3)
+    cases = [
+        ((0,) * 30,) * 30,
+        tuple(tuple((i + j) % 2 for j in range(30)) for i in range(30)),
+        tuple(tuple(int(v) for v in row) for row in rng.choice([0, 0, 0, 0, 3, 4], size=(30, 30))),
+        tuple(tuple(int(v) for v in row) for row in rng.choice([1, 2], size=(25, 17))),
+    ]
+    for grid in cases:
+        for flags in FLAGS:
+            assert _layout(fast.objects(grid, *flags)) == _layout(R.objects(grid, *flags)), flags
+
+
 @SETTINGS
 @given(grids(), st.sampled_from(FLAGS))
-def test_objects_equal_reference(grid, flags):
-    got, want = fast.objects(grid, *flags), R.objects(grid, *flags)
+def test_objects_fast_order_equal_reference(grid, flags):
+    old = fast.set_object_order("fast")
+    try:
+        got, want = fast.objects(grid, *flags), R.objects(grid, *flags)
+    finally:
+        fast.set_object_order(old)
     assert got == want
     # The set of objects iterates in the reference's order (each object is equal, element by element).
     assert tuple(got) == tuple(want)
+
+
+def test_object_order_modes(order_mode):
+    import os
+
+    assert order_mode("fast") == "exact"
+    assert fast.object_order() == "fast" and os.environ["ARCSCOPE_DSL_ORDER"] == "fast"
+    grid = ((1, 1, 0), (0, 1, 2), (2, 2, 2))
+    assert fast.objects(grid, False, True, True) == R.objects(grid, False, True, True)
+    with pytest.raises(ValueError, match="exact, fast"):
+        order_mode("sorted")
+    assert fast.object_order() == "fast"
 
 
 @SETTINGS

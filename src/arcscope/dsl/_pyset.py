@@ -1,0 +1,267 @@
+"""``objects`` in the reference's exact iteration order: CPython's set tables, replayed in compiled code.
+
+A frozenset's iteration order is its hash table's slot order, and where two keys collide the one inserted
+first keeps the better slot. So the order of the cells inside each object of arc-dsl's ``objects`` depends on
+the order its breadth-first search adds them, which in turn depends on the slot order of every intermediate
+set (``cands``, ``neighborhood``) of that search. This module runs the same search on integer cell ids while
+keeping a copy of each intermediate set's table laid out exactly as CPython 3 lays it out: open addressing with
+runs of ``LINEAR_PROBES`` slots and perturbed jumps, growth when the table is 60% full, one big resize before
+a merge, copying of equal-sized tables, the two algorithms of ``set.__sub__``. The hashes are the
+interpreter's own (``hash((i, j))`` taken once per shape), so the only assumption is the table algorithm; it
+is checked against the interpreter's real sets the first time a shape is used (:func:`neighbour_tables`
+compares every neighbour set) and against the reference by the tests, and a mismatch switches the caller
+back to the reference.
+
+The kernel returns each object's cells in the order the reference adds them; building ``set(cells)`` and
+then ``frozenset`` of it in Python reproduces the reference's object exactly, slot for slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from arcscope.dsl._kernels import njit, tie_colour
+
+LINEAR_PROBES = 9
+PERTURB_SHIFT = 5
+EMPTY = -1
+DUMMY = -2
+CAP = 8192
+"""Room for the largest table a 30 x 30 grid needs (900 keys grow a table to at most 4096 slots)."""
+
+# A set is (table, meta): table[0 .. mask] holds cell ids (EMPTY / DUMMY), meta = [mask, fill, used].
+
+
+@njit(inline="always")
+def _new(table, meta):
+    for s in range(8):
+        table[s] = EMPTY
+    meta[0] = 7
+    meta[1] = 0
+    meta[2] = 0
+
+
+@njit(inline="always")
+def _insert_clean(table, mask, key, hashes):
+    h = np.uint64(hashes[key])
+    m = np.uint64(mask)
+    perturb = h
+    i = h & m
+    while True:
+        if table[i] == EMPTY:
+            table[i] = key
+            return
+        if i + np.uint64(LINEAR_PROBES) <= m:
+            for j in range(1, LINEAR_PROBES + 1):
+                if table[i + np.uint64(j)] == EMPTY:
+                    table[i + np.uint64(j)] = key
+                    return
+        perturb = perturb >> np.uint64(PERTURB_SHIFT)
+        i = (i * np.uint64(5) + np.uint64(1) + perturb) & m
+
+
+@njit
+def _resize(table, meta, minused, hashes, scratch):
+    newsize = 8
+    while newsize <= minused:
+        newsize <<= 1
+    oldsize = meta[0] + 1
+    for s in range(oldsize):
+        scratch[s] = table[s]
+    for s in range(newsize):
+        table[s] = EMPTY
+    meta[0] = newsize - 1
+    for s in range(oldsize):
+        k = scratch[s]
+        if k >= 0:
+            _insert_clean(table, newsize - 1, k, hashes)
+    meta[1] = meta[2]
+
+
+@njit(inline="always")
+def _add(table, meta, key, hashes, scratch):
+    """set_add_entry for a table without dummies."""
+    h = np.uint64(hashes[key])
+    m = np.uint64(meta[0])
+    perturb = h
+    i = h & m
+    while True:
+        probes = LINEAR_PROBES if i + np.uint64(LINEAR_PROBES) <= m else 0
+        for j in range(probes + 1):
+            k = table[i + np.uint64(j)]
+            if k == EMPTY:
+                table[i + np.uint64(j)] = key
+                meta[1] += 1
+                meta[2] += 1
+                if meta[1] * 5 >= meta[0] * 3:
+                    used = meta[2]
+                    _resize(table, meta, used * 2 if used > 50000 else used * 4, hashes, scratch)
+                return
+            if k == key:
+                return
+        perturb = perturb >> np.uint64(PERTURB_SHIFT)
+        i = (i * np.uint64(5) + np.uint64(1) + perturb) & m
+
+
+@njit
+def _merge(table, meta, other, other_mask, other_used, hashes, scratch):
+    """``set |= other`` (set_merge); ``other`` is a table without dummies."""
+    if other_used == 0:
+        return
+    if (meta[1] + other_used) * 5 >= meta[0] * 3:
+        _resize(table, meta, (meta[2] + other_used) * 2, hashes, scratch)
+    if meta[1] == 0:
+        mask = meta[0]
+        if mask == other_mask:
+            for s in range(mask + 1):
+                table[s] = other[s]
+        else:
+            for s in range(other_mask + 1):
+                k = other[s]
+                if k >= 0:
+                    _insert_clean(table, mask, k, hashes)
+        meta[1] = other_used
+        meta[2] = other_used
+        return
+    for s in range(other_mask + 1):
+        k = other[s]
+        if k >= 0:
+            _add(table, meta, k, hashes, scratch)
+
+
+@njit(inline="always")
+def _merge_small(table, meta, other, other_mask, members, n_members, hashes, scratch):
+    """``_merge`` of a small set given also as its members in slot order (saves scanning its empty slots)."""
+    if n_members == 0:
+        return
+    if (meta[1] + n_members) * 5 >= meta[0] * 3:
+        _resize(table, meta, (meta[2] + n_members) * 2, hashes, scratch)
+    if meta[1] == 0:
+        mask = meta[0]
+        if mask == other_mask:
+            for s in range(mask + 1):
+                table[s] = other[s]
+        else:
+            for t in range(n_members):
+                _insert_clean(table, mask, members[t], hashes)
+        meta[1] = n_members
+        meta[2] = n_members
+        return
+    for t in range(n_members):
+        _add(table, meta, members[t], hashes, scratch)
+
+
+@njit
+def _difference(src, src_meta, taken, n_taken, dst, dst_meta, hashes, scratch):
+    """``dst = src - taken`` (set_difference); ``taken`` is a membership array of ``n_taken`` cells."""
+    used = src_meta[2]
+    src_mask = src_meta[0]
+    _new(dst, dst_meta)
+    if (used >> 2) > n_taken:
+        # A copy of src, then taken's members discarded (left as dummies).
+        _merge(dst, dst_meta, src, src_mask, used, hashes, scratch)
+        for s in range(dst_meta[0] + 1):
+            k = dst[s]
+            if k >= 0 and taken[k]:
+                dst[s] = DUMMY
+                dst_meta[2] -= 1
+        if dst_meta[1] - dst_meta[2] > dst_meta[0] // 4:
+            left = dst_meta[2]
+            _resize(dst, dst_meta, left * 2 if left > 50000 else left * 4, hashes, scratch)
+        return
+    for s in range(src_mask + 1):
+        k = src[s]
+        if k >= 0 and not taken[k]:
+            _add(dst, dst_meta, k, hashes, scratch)
+
+
+@njit
+def exact_object_keys(
+    flat,
+    h,
+    w,
+    univalued,
+    diagonal,
+    without_bg,
+    seed_order,
+    hashes,
+    comp,
+    comp_mask,
+    comp_used,
+    comp_members,
+    keys,
+    starts,
+):
+    """The reference's ``objects`` search, cell for cell: returns the number of objects.
+
+    ``seed_order`` lists the flat cells in ``asindices`` iteration order, ``hashes[p]`` is ``hash((i, j))``,
+    ``comp[p]`` the table of the in-grid neighbour set the reference builds for cell p (``comp_mask``,
+    ``comp_used``; ``comp_members`` lists its members in slot order). ``keys`` receives ``colour * 900 + i * 30 + j`` per cell in the order the reference adds
+    it to its object, ``starts`` the object boundaries. -1 when a colour is above 9.
+    """
+    n = h * w
+    for p in range(n):
+        if flat[p] > 9:
+            return -1
+    bg = tie_colour(flat, n, True) if without_bg else -1
+    taken = np.zeros(n, np.bool_)
+    n_taken = 0
+    front = np.empty(CAP, np.int64)
+    front_meta = np.zeros(3, np.int64)
+    reach = np.empty(CAP, np.int64)
+    reach_meta = np.zeros(3, np.int64)
+    scratch = np.empty(CAP, np.int64)
+    n_obj = 0
+    n_keys = 0
+    starts[0] = 0
+    for t in range(n):
+        seed = seed_order[t]
+        if taken[seed]:
+            continue
+        colour = flat[seed]
+        if colour == bg:
+            continue
+        _new(front, front_meta)
+        _add(front, front_meta, seed, hashes, scratch)
+        while front_meta[2] > 0:
+            _new(reach, reach_meta)
+            for s in range(front_meta[0] + 1):
+                p = front[s]
+                if p < 0:
+                    continue
+                v = flat[p]
+                if (v == colour) if univalued else (v != bg):
+                    i = p // w
+                    keys[n_keys] = v * 900 + i * 30 + (p - i * w)
+                    n_keys += 1
+                    if not taken[p]:
+                        taken[p] = True
+                        n_taken += 1
+                    _merge_small(
+                        reach,
+                        reach_meta,
+                        comp[p],
+                        comp_mask[p],
+                        comp_members[p],
+                        comp_used[p],
+                        hashes,
+                        scratch,
+                    )
+            _difference(reach, reach_meta, taken, n_taken, front, front_meta, hashes, scratch)
+        n_obj += 1
+        starts[n_obj] = n_keys
+    return n_obj
+
+
+@njit
+def build_table(members, n_members, hashes, out):
+    """The table of a set built by adding ``members`` one by one to an empty set; returns [mask, used]."""
+    table = np.empty(CAP, np.int64)
+    meta = np.zeros(3, np.int64)
+    scratch = np.empty(CAP, np.int64)
+    _new(table, meta)
+    for t in range(n_members):
+        _add(table, meta, members[t], hashes, scratch)
+    for s in range(meta[0] + 1):
+        out[s] = table[s]
+    return meta[0], meta[2]
