@@ -231,3 +231,60 @@ def test_cli_run_primitives_and_errors(tmp_path, mixed, capsys):
         main(["dsl", "run", str(bad), "-t", "arc1:training", "--engine", "sequential", "-q"])
     assert info.value.code == 2
     assert "syntax error" in capsys.readouterr().err
+
+
+HARD_GOOD = textwrap.dedent(
+    """
+    import os
+    import signal
+    from arcscope.dsl import *
+
+    def solve_68b16354(I):
+        return first(objects(I, T, F, T))[5]   # raises (same line in both files)
+    {stuck}
+    def solve_6150a2bd(I):
+        return rot180(I)                       # solved
+    {dies}
+    def solve_74dd1130(I):
+        return rot90(I)                        # wrong
+
+    def solve_c8f0f002(I):
+        while True:                            # times out by the alarm
+            pass
+    """
+)
+STUCK = """
+def solve_3c9b0459(I):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # the alarm cannot stop it
+    while True:
+        pass
+"""
+DIES = """
+def solve_a416b8f3(I):
+    os.kill(os.getpid(), signal.SIGKILL)  # its worker dies under it
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+def test_ray_engine_kills_a_stuck_worker_and_survives_a_dead_one(monkeypatch):
+    # One file name, two texts: with and without the stuck and the dying program. With the bundled corpus on
+    # all of arc1:training (48 jobs, 2 workers) the runner sends this file's six jobs as one chunk, so the
+    # stuck job's chunk is cut short and the dying job's worker takes unreported jobs down with it.
+    good = ProgramSource("programs.py", HARD_GOOD.format(stuck="", dies=""))
+    bad = ProgramSource("programs.py", HARD_GOOD.format(stuck=STUCK, dies=DIES))
+    tasks = load("arc1:training")
+    monkeypatch.setattr(runner, "_HARD_GRACE", 0.5)
+    seen = []
+    report = run_programs(
+        [bad, corpus.__file__], tasks, engine="ray", workers=2, time_limit=0.2, on_result=seen.append
+    )
+    expected = run_programs([good, corpus.__file__], tasks, engine="sequential", time_limit=0.2)
+    by_name = {(r.source, r.program): r for r in report.results}
+    stuck, dead = by_name["programs.py", "solve_3c9b0459"], by_name["programs.py", "solve_a416b8f3"]
+    assert stuck.status == "timeout" and "worker killed" in stuck.error
+    assert dead.status == "raised" and dead.error == "worker process died"
+    rest = [r.outcome() for r in report.results if r not in (stuck, dead)]
+    assert rest == [r.outcome() for r in expected.results]
+    assert {r.status for r in expected.results} == {"solved", "wrong", "raised", "timeout"}
+    # every job's result is passed on exactly once
+    assert sorted(r.outcome() for r in seen) == sorted(r.outcome() for r in report.results)

@@ -6,8 +6,10 @@ every constant (``ZERO``..``TEN``, ``T``, ``F``, ``UP``, ``ORIGIN``, ...) and th
 an existing arc-dsl program runs unchanged.
 
 The functions here are the reference implementations (:mod:`arcscope.dsl.reference`) rebound so that the
-hot primitives, wherever they are called from, are the array kernels of :mod:`arcscope.dsl.fast` (see there
-for the one difference: the order *inside* an ``objects`` object). Other entry points, not star-exported:
+hot primitives, wherever they are called from, are the array kernels of :mod:`arcscope.dsl.fast`. Results
+are equal to the reference's and, by default, iterate in the same order too; ``ARCSCOPE_DSL_ORDER=fast``
+trades the order of the cells inside each ``objects`` object for speed (see :mod:`arcscope.dsl.fast`).
+Other entry points, not star-exported:
 
 * :func:`arcscope.dsl.batch.batch_objects` labels thousands of grids at once, on CPU or GPU.
 * :func:`arcscope.dsl.runner.run_programs` runs ``solve_<task_id>`` programs against tasks, in parallel.

@@ -130,25 +130,26 @@ def _merge(table, meta, other, other_mask, other_used, hashes, scratch):
 
 
 @njit(inline="always")
-def _merge_small(table, meta, other, other_mask, members, n_members, hashes, scratch):
-    """``_merge`` of a small set given also as its members in slot order (saves scanning its empty slots)."""
+def _merge_neighbours(table, meta, comp, comp_mask, comp_members, comp_used, p, hashes, scratch):
+    """``_merge`` of cell p's neighbour set, read in place from the per-shape tables (row p of ``comp``)."""
+    n_members = comp_used[p]
     if n_members == 0:
         return
     if (meta[1] + n_members) * 5 >= meta[0] * 3:
         _resize(table, meta, (meta[2] + n_members) * 2, hashes, scratch)
     if meta[1] == 0:
         mask = meta[0]
-        if mask == other_mask:
+        if mask == comp_mask[p]:
             for s in range(mask + 1):
-                table[s] = other[s]
+                table[s] = comp[p, s]
         else:
             for t in range(n_members):
-                _insert_clean(table, mask, members[t], hashes)
+                _insert_clean(table, mask, comp_members[p, t], hashes)
         meta[1] = n_members
         meta[2] = n_members
         return
     for t in range(n_members):
-        _add(table, meta, members[t], hashes, scratch)
+        _add(table, meta, comp_members[p, t], hashes, scratch)
 
 
 @njit
@@ -211,6 +212,9 @@ def exact_object_keys(
     reach = np.empty(CAP, np.int64)
     reach_meta = np.zeros(3, np.int64)
     scratch = np.empty(CAP, np.int64)
+    mark = np.zeros(n, np.int64)
+    path = np.empty(n, np.int64)
+    stamp = 0
     n_obj = 0
     n_keys = 0
     starts[0] = 0
@@ -220,6 +224,51 @@ def exact_object_keys(
             continue
         colour = flat[seed]
         if colour == bg:
+            continue
+        # An object whose search meets at most one new cell per step (a single cell, a domino, a line seeded
+        # at its end) has only one possible insertion order: walk it without replaying any set.
+        stamp += 1
+        mark[seed] = stamp
+        path[0] = seed
+        n_path = 1
+        cur = seed
+        forced = True
+        while True:
+            ci = cur // w
+            cj = cur - ci * w
+            nxt = -1
+            count = 0
+            for di in range(-1, 2):
+                for dj in range(-1, 2):
+                    if (di == 0 and dj == 0) or (not diagonal and di != 0 and dj != 0):
+                        continue
+                    a = ci + di
+                    b = cj + dj
+                    if 0 <= a < h and 0 <= b < w:
+                        q = a * w + b
+                        v = flat[q]
+                        if mark[q] != stamp and ((v == colour) if univalued else (v != bg)):
+                            count += 1
+                            nxt = q
+            if count == 0:
+                break
+            if count > 1:
+                forced = False
+                break
+            mark[nxt] = stamp
+            path[n_path] = nxt
+            n_path += 1
+            cur = nxt
+        if forced:
+            for t2 in range(n_path):
+                p = path[t2]
+                i = p // w
+                keys[n_keys] = flat[p] * 900 + i * 30 + (p - i * w)
+                n_keys += 1
+                taken[p] = True
+            n_taken += n_path
+            n_obj += 1
+            starts[n_obj] = n_keys
             continue
         _new(front, front_meta)
         _add(front, front_meta, seed, hashes, scratch)
@@ -237,15 +286,8 @@ def exact_object_keys(
                     if not taken[p]:
                         taken[p] = True
                         n_taken += 1
-                    _merge_small(
-                        reach,
-                        reach_meta,
-                        comp[p],
-                        comp_mask[p],
-                        comp_members[p],
-                        comp_used[p],
-                        hashes,
-                        scratch,
+                    _merge_neighbours(
+                        reach, reach_meta, comp, comp_mask, comp_members, comp_used, p, hashes, scratch
                     )
             _difference(reach, reach_meta, taken, n_taken, front, front_meta, hashes, scratch)
         n_obj += 1

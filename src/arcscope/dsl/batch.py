@@ -63,7 +63,8 @@ class BatchLabels:
         )
 
     def objects(self, k: int) -> Objects:
-        """Grid k's objects as the DSL value (equal to ``objects(grid, ...)``, same outer order)."""
+        """Grid k's objects as the DSL value: equal to ``objects(grid, ...)``, the set of objects in the same
+        order, the cells inside each object row-major (as in ``ARCSCOPE_DSL_ORDER=fast``)."""
         h, w = (int(x) for x in self.shapes[k])
         lab = self.labels[k]
         lab = lab.detach().cpu().numpy() if hasattr(lab, "detach") else np.asarray(lab)

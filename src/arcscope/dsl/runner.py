@@ -12,9 +12,10 @@ status names it (timeout > raised > invalid > wrong). Results do not depend on t
 ``process`` (one worker process per core; pure-Python code gains nothing from threads) and ``ray``.
 
 Time limits: the call is interrupted by SIGALRM (a ``BaseException``, so a program's ``except Exception``
-does not swallow it). Code stuck inside one C call cannot be interrupted that way; in the ``process``
-engine the parent also kills a worker whose job runs past the whole job's limit plus a grace period, and
-records a timeout.
+does not swallow it). Code stuck inside one C call, or with SIGALRM blocked, cannot be interrupted that way;
+the ``process`` and ``ray`` engines also kill a worker whose job runs past the whole job's limit plus a grace
+period, and record a timeout. A job whose worker dies under it (killed by the OS, a crash in C code) is
+recorded as ``raised``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ STATUSES = ("solved", "wrong", "invalid", "raised", "timeout")
 _SEVERITY = {"timeout": 4, "raised": 3, "invalid": 2, "wrong": 1, "correct": 0, "unknown": 0, "skipped": 0}
 ENGINES = ("sequential", "process", "ray")
 _HARD_GRACE = 5.0
-"""Seconds past a job's own limit before the process engine kills its worker."""
+"""Seconds past a job's own limit before the process and Ray engines kill its worker."""
 
 
 class ProgramError(ArcscopeError):
@@ -330,6 +331,20 @@ def _timeout_result(job: Job, limit: float, why: str) -> ProgramResult:
     return _summarise(source, name, task_id, out)
 
 
+def _lost_result(job: Job, limit: float, status: str, why: str) -> ProgramResult:
+    """The result of a job whose worker was killed (``timeout``) or died (``raised``) before it answered."""
+    res = _timeout_result(job, limit, why)
+    if status == "raised" and res.pairs:
+        res.status, res.pairs[0].status = "raised", "raised"
+    return res
+
+
+def _hard_budget(job: Job, limit: float) -> float:
+    """Seconds a worker gets for a job before it is killed: the whole job's limit (every pair), plus a grace
+    period for the result's transfer."""
+    return limit * max(len(job[4]), 1) + _HARD_GRACE + limit
+
+
 # --------------------------------------------------------------------------------------------- profile
 
 _DEF_LINES: dict[str, tuple[list[int], list[str]]] = {}
@@ -465,8 +480,7 @@ def _run_processes(sources, entry, jobs, limit, profile, workers, on_result, sta
         live[parent] = {"proc": proc, "jobs": [], "deadline": None, "ready": False, "tasks": set()}
 
     def budget(job) -> float:
-        # The whole job's limit (every pair) plus a grace period for the result's transfer.
-        return limit * max(len(job[4]), 1) + _HARD_GRACE + limit
+        return _hard_budget(job, limit)
 
     def give(conn):
         state = live[conn]
@@ -493,10 +507,7 @@ def _run_processes(sources, entry, jobs, limit, profile, workers, on_result, sta
         state = live.pop(conn)
         if state["jobs"]:
             head, rest = state["jobs"][0], state["jobs"][1:]
-            res = _timeout_result(head, limit, why)
-            if status == "raised":
-                res.status, res.pairs[0].status = "raised", "raised"
-            record(res, head)
+            record(_lost_result(head, limit, status, why), head)
             pending.extend(reversed(rest))
         if pending:
             spawn()
@@ -563,41 +574,141 @@ _RAY_LOADED: dict[str, _Loaded] = {}
 
 
 def _ray_chunk(sources, entry, limit, profile, chunk):
-    """Run a chunk of jobs in a Ray worker (programs loaded once per worker process)."""
+    """Run a chunk of jobs in a Ray worker (programs loaded once per worker process).
+
+    A generator, run as a Ray streaming task: it yields None once the programs are loaded, then each job's
+    ``(job id, result, profile)`` as soon as the job is done, so the driver holds every job to its own deadline
+    (as the process engine does) and knows which job a killed worker was stuck in.
+    """
     key = hashlib.sha1(repr([(s.name, s.text) for s in sources] + [entry]).encode()).hexdigest()
     loaded = _RAY_LOADED.get(key)
     if loaded is None:
         loaded = _RAY_LOADED[key] = _Loaded(sources, entry)
-    return [(job[0], *loaded.run(job, limit, profile)) for job in chunk]
+    yield None
+    for job in chunk:
+        yield (job[0], *loaded.run(job, limit, profile))
 
 
 def _run_ray(sources, entry, jobs, limit, profile, workers, on_result, address):
+    """Run the jobs as Ray tasks of up to 16 jobs each, with the process engine's hard time limit.
+
+    Each task streams its results back one job at a time. From the moment a task reports that it has loaded
+    the programs, the job it is on has ``_hard_budget`` seconds (the job's whole limit plus a grace period,
+    counted afresh at each result; a task still queued has no deadline). A task past its deadline is
+    cancelled with ``force=True``, which kills its worker process: the job it was on is recorded as a
+    timeout, the rest of its chunk goes back to the queue. A task whose worker dies (killed by the OS, a crash
+    in C code, ``sys.exit`` in a program) may have lost results it had already sent, so which job killed it is
+    not known: its unrecorded jobs go back to the queue one job per task, and a one-job task whose worker
+    dies records its job as ``raised`` ("worker process died"). Tasks are never retried by Ray itself.
+    """
     try:
         import ray
     except ImportError:
         raise ArcscopeError("--engine ray needs the ray package: pip install 'ray>=2.9'") from None
+    from collections import deque
+
     started = False
     if not ray.is_initialized():
         kw = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
         ray.init(log_to_driver=False, configure_logging=False, **kw)
         started = True
+    live: dict[Any, dict] = {}
     try:
         _Loaded(sources, entry)  # fail here, with the file's error, rather than in every Ray task
-        remote = ray.remote(num_cpus=1)(_ray_chunk)
+        remote = ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(_ray_chunk)
+        sources_ref = ray.put(list(sources))
+        # Tasks in flight: two per CPU, so a worker that finishes a chunk finds the next one queued. Queued
+        # tasks have no deadline yet, so queueing more than can run costs nothing but memory.
+        cpus = workers if started else int(ray.cluster_resources().get("CPU", 0))
+        in_flight = 2 * max(1, workers, cpus)
         size = max(1, min(16, len(jobs) // (4 * max(workers, 1)) or 1))
-        chunks = [jobs[k : k + size] for k in range(0, len(jobs), size)]
-        refs = {remote.remote(list(sources), entry, limit, profile, c): c for c in chunks}
-        out, prof_total = {}, {}
-        waiting = list(refs)
-        while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1)
-            for ref in done:
-                for job_id, result, prof in ray.get(ref):
-                    out[job_id] = result
-                    _merge_profiles(prof_total, prof)
-                    on_result(result)
+        queue = deque(jobs[k : k + size] for k in range(0, len(jobs), size))
+        out: dict[int, ProgramResult] = {}
+        prof_total: dict = {}
+
+        def submit() -> None:
+            while queue and len(live) < in_flight:
+                chunk = queue.popleft()
+                gen = remote.remote(sources_ref, entry, limit, profile, chunk)
+                live[gen] = {"jobs": list(chunk), "deadline": None}
+
+        def record(res: ProgramResult, job) -> None:
+            assert job[0] not in out, "a job's result is recorded once"
+            out[job[0]] = res
+            on_result(res)
+
+        def retire(gen, status: str, why: str) -> None:
+            state = live.pop(gen)
+            left = state["jobs"]
+            if not left:
+                return
+            if status == "timeout":  # the worker was alive and had sent every result before this job's
+                record(_lost_result(left[0], limit, status, why), left[0])
+                if left[1:]:
+                    queue.appendleft(left[1:])
+            elif len(left) == 1:
+                record(_lost_result(left[0], limit, status, why), left[0])
+            else:
+                queue.extendleft([job] for job in reversed(left))
+
+        def take(gen) -> None:
+            """Take the next item a task streamed back (its 'loaded' signal, a result, its end or its death)."""
+            state = live[gen]
+            try:
+                item = ray.get(next(gen))
+            except StopIteration:
+                if state["jobs"]:  # pragma: no cover - a task ends only after all of its jobs
+                    retire(gen, "raised", "worker process died")
+                else:
+                    live.pop(gen)
+                return
+            except ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, ProgramError):
+                    raise ProgramError(str(cause)) from None
+                if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
+                    raise  # the runner's own code failed in the worker, not a program: a real error
+                # A program raised a BaseException that ends the worker (SystemExit, KeyboardInterrupt, ...).
+                retire(gen, "raised", "worker process died")
+                return
+            except ray.exceptions.RayError:  # WorkerCrashedError, OutOfMemoryError, a lost node, ...
+                retire(gen, "raised", "worker process died")
+                return
+            if item is not None:
+                job_id, result, prof = item
+                head = state["jobs"].pop(0)
+                assert head[0] == job_id
+                _merge_profiles(prof_total, prof)
+                record(result, head)
+            jobs_left = state["jobs"]
+            state["deadline"] = time.monotonic() + _hard_budget(jobs_left[0], limit) if jobs_left else None
+
+        submit()
+        while live:
+            now = time.monotonic()
+            deadlines = [s["deadline"] for s in live.values() if s["deadline"] is not None]
+            timeout = min([1.0] + [max(0.0, d - now) for d in deadlines])
+            ready, _ = ray.wait(list(live), num_returns=1, timeout=timeout)
+            for gen in ready:
+                take(gen)
+            now = time.monotonic()
+            for gen, state in list(live.items()):
+                if state["deadline"] is None or now <= state["deadline"]:
+                    continue
+                if ray.wait([gen], num_returns=1, timeout=0)[0]:
+                    take(gen)  # it answered just now
+                    continue
+                ray.cancel(gen, force=True)
+                retire(gen, "timeout", f"no result within {limit:g} s (worker killed)")
+            submit()
+        assert len(out) == len(jobs)
         return out, prof_total
     finally:
+        for gen in live:  # left over by an error or Ctrl-C: stop them, on a cluster too
+            try:
+                ray.cancel(gen, force=True)
+            except Exception:  # noqa: BLE001 - best effort while unwinding
+                pass
         if started:
             ray.shutdown()
 
