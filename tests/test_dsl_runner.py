@@ -187,6 +187,36 @@ def test_bad_arguments_are_arcscope_errors(taskset):
         run_programs(corpus.__file__, taskset, engine="threads")
     with pytest.raises(ArcscopeError, match="time_limit must be positive"):
         run_programs(corpus.__file__, taskset, time_limit=0)
+    with pytest.raises(ArcscopeError, match="unknown object order 'sorted'"):
+        run_programs(corpus.__file__, taskset, order="sorted")
+
+
+ORDER_PROBE = textwrap.dedent(
+    """
+    from arcscope.dsl import *
+    from arcscope.dsl import fast
+
+    def solve_3c9b0459(I):
+        # Raises unless objects() runs in the order mode the run asked for.
+        if fast.object_order() != WANT:
+            raise RuntimeError("objects order is " + fast.object_order())
+        return rot180(I)
+    """
+)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "process"])
+@pytest.mark.parametrize("order", ["exact", "fast"])
+def test_order_mode_reaches_the_programs_and_is_restored(tmp_path, taskset, engine, order):
+    from arcscope.dsl import fast
+
+    path = tmp_path / "probe.py"
+    path.write_text(f"WANT = {order!r}\n" + ORDER_PROBE)
+    before = fast.object_order()
+    report = run_programs(path, taskset, engine=engine, workers=2, order=order)
+    assert [r.status for r in report.results] == ["solved"], report.results[0].error
+    assert report.order == order and report.to_json()["order"] == order
+    assert fast.object_order() == before
 
 
 def test_cli_run_primitives_and_errors(tmp_path, mixed, capsys):
@@ -211,11 +241,15 @@ def test_cli_run_primitives_and_errors(tmp_path, mixed, capsys):
             "--json",
             str(out),
             "--details",
+            "--order",
+            "fast",
             "-q",
         ],
     )
     assert result.exit_code == 0, result.output
     assert "solve_6150a2bd" in result.output and "timed out" in result.output
+    assert "objects order fast" in result.output
+    assert json.loads(out.read_text())["order"] == "fast"
     assert json.loads(out.read_text())["counts"] == {
         "solved": 1,
         "wrong": 1,

@@ -30,6 +30,13 @@ class Engine(StrEnum):
     ray = "ray"
 
 
+class Order(StrEnum):
+    """How objects() builds its objects."""
+
+    exact = "exact"
+    fast = "fast"
+
+
 class OnError(StrEnum):
     """What to do with a bad programs file or task."""
 
@@ -66,6 +73,15 @@ def run(
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster to join (default: a local one).")
     ] = None,
+    order: Annotated[
+        Order,
+        typer.Option(
+            "--order",
+            help="exact: objects() iterates as arc-dsl's does (default); fast: equal objects, about 3x faster "
+            "objects(), but the cells inside an object iterate in another order.",
+            envvar="ARCSCOPE_DSL_ORDER",
+        ),
+    ] = Order.exact,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run each program on its task's train and test inputs and verify the outputs."""
@@ -99,6 +115,7 @@ def run(
             on_error=on_error.value,
             on_result=tick,
             ray_address=ray_address,
+            order=order.value,
         )
     counts = report.counts()
     total = len(report.results)
@@ -113,7 +130,10 @@ def run(
         f"{total / max(report.wall_seconds, 1e-9):,.1f}",
     )
     console.print(summary)
-    console.print(f"engine {report.engine}, {report.workers} worker(s), time limit {time_limit:g} s per call")
+    console.print(
+        f"engine {report.engine}, {report.workers} worker(s), time limit {time_limit:g} s per call, "
+        f"objects order {report.order}"
+    )
     if details:
         table = Table(title="programs")
         for h in ("task", "program", "status", "seconds", "first error"):

@@ -202,6 +202,8 @@ class RunReport:
     """Bad items passed over with ``on_error="skip"``: (where, reason)."""
     profile: dict[str, dict[str, float]] | None = None
     """Primitive -> {calls, self_s, total_s}, summed over all calls (None unless asked for)."""
+    order: str = "exact"
+    """How ``objects`` built its objects: ``exact`` (arc-dsl's iteration order) or ``fast``."""
 
     def counts(self) -> dict[str, int]:
         """Number of programs per status."""
@@ -225,6 +227,7 @@ class RunReport:
         return {
             "engine": self.engine,
             "workers": self.workers,
+            "order": self.order,
             "wall_seconds": self.wall_seconds,
             "tasks": self.tasks,
             "counts": self.counts(),
@@ -420,12 +423,13 @@ class _Loaded:
         return result, _profile_stats(prof)
 
 
-def _worker(conn, sources, entry: str | None, limit: float, profile: bool) -> None:
+def _worker(conn, sources, entry: str | None, limit: float, profile: bool, order: str) -> None:
     """Process-pool worker: load the programs once (or inherit them, forked), then run jobs until told to stop.
 
     A job whose pairs are None reuses the pairs of its task sent earlier to this worker.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops its workers
+    _set_order(order)
     try:
         loaded = sources if isinstance(sources, _Loaded) else _Loaded(sources, entry)
     except ProgramError as e:
@@ -461,7 +465,7 @@ def _run_sequential(sources, entry, jobs, limit, profile, on_result):
     return out, prof_total
 
 
-def _run_processes(sources, entry, jobs, limit, profile, workers, on_result, start_method):
+def _run_processes(sources, entry, jobs, limit, profile, workers, on_result, start_method, order):
     ctx = mp.get_context(start_method)
     pending = list(reversed(jobs))
     out: dict[int, ProgramResult] = {}
@@ -474,7 +478,7 @@ def _run_processes(sources, entry, jobs, limit, profile, workers, on_result, sta
 
     def spawn():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, programs, entry, limit, profile), daemon=True)
+        proc = ctx.Process(target=_worker, args=(child, programs, entry, limit, profile, order), daemon=True)
         proc.start()
         child.close()
         live[parent] = {"proc": proc, "jobs": [], "deadline": None, "ready": False, "tasks": set()}
@@ -573,7 +577,14 @@ def _run_processes(sources, entry, jobs, limit, profile, workers, on_result, sta
 _RAY_LOADED: dict[str, _Loaded] = {}
 
 
-def _ray_chunk(sources, entry, limit, profile, chunk):
+def _set_order(order: str) -> None:
+    """Put ``objects`` of this (worker) process in the run's order mode."""
+    from arcscope.dsl.fast import set_object_order
+
+    set_object_order(order)
+
+
+def _ray_chunk(sources, entry, limit, profile, chunk, order):
     """Run a chunk of jobs in a Ray worker (programs loaded once per worker process).
 
     A generator, run as a Ray streaming task: it yields None once the programs are loaded, then each job's
@@ -584,12 +595,13 @@ def _ray_chunk(sources, entry, limit, profile, chunk):
     loaded = _RAY_LOADED.get(key)
     if loaded is None:
         loaded = _RAY_LOADED[key] = _Loaded(sources, entry)
+    _set_order(order)
     yield None
     for job in chunk:
         yield (job[0], *loaded.run(job, limit, profile))
 
 
-def _run_ray(sources, entry, jobs, limit, profile, workers, on_result, address):
+def _run_ray(sources, entry, jobs, limit, profile, workers, on_result, address, order):
     """Run the jobs as Ray tasks of up to 16 jobs each, with the process engine's hard time limit.
 
     Each task streams its results back one job at a time. From the moment a task reports that it has loaded
@@ -629,7 +641,7 @@ def _run_ray(sources, entry, jobs, limit, profile, workers, on_result, address):
         def submit() -> None:
             while queue and len(live) < in_flight:
                 chunk = queue.popleft()
-                gen = remote.remote(sources_ref, entry, limit, profile, chunk)
+                gen = remote.remote(sources_ref, entry, limit, profile, chunk, order)
                 live[gen] = {"jobs": list(chunk), "deadline": None}
 
         def record(res: ProgramResult, job) -> None:
@@ -746,6 +758,7 @@ def run_programs(
     on_result: Callable[[ProgramResult], None] | None = None,
     ray_address: str | None = None,
     start_method: str = "auto",
+    order: str | None = None,
 ) -> RunReport:
     """Run every ``solve_<task_id>`` (or the ``entry`` function) on its tasks and verify the outputs.
 
@@ -753,8 +766,11 @@ def run_programs(
     ``sequential``, ``process`` (``workers`` processes, default one per core; ``start_method`` "auto" forks
     on Linux when that is safe, else spawns) or ``ray``. ``time_limit``
     is per call, in seconds. With ``on_error="skip"`` a programs file that cannot be loaded, and a bad
-    task in the source, are skipped and listed in ``report.skipped`` instead of raising.
+    task in the source, are skipped and listed in ``report.skipped`` instead of raising. ``order`` is the
+    ``objects`` mode every engine runs the programs in: ``exact`` (arc-dsl's iteration order, the default)
+    or ``fast`` (see :func:`arcscope.dsl.fast.set_object_order`); None keeps this process's current mode.
     """
+    from arcscope.dsl.fast import ORDERS, object_order, set_object_order
     from arcscope.tasks import TaskSet, load
 
     if engine not in ENGINES:
@@ -763,6 +779,9 @@ def run_programs(
         raise ArcscopeError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if time_limit <= 0:
         raise ArcscopeError(f"time_limit must be positive, got {time_limit}")
+    if order is not None and order not in ORDERS:
+        raise ArcscopeError(f"unknown object order {order!r}: use one of {', '.join(ORDERS)}")
+    order = order or object_order()
     items = [programs] if isinstance(programs, (str, os.PathLike, ProgramSource)) else list(programs)
     skipped: list[tuple[str, str]] = []
     sources: list[ProgramSource] = []
@@ -797,18 +816,22 @@ def run_programs(
         start_method = _start_method()
     callback = on_result or (lambda r: None)
     t0 = time.perf_counter()
-    if not jobs:
-        results_by_id, prof = {}, {}
-    elif engine == "sequential":
-        results_by_id, prof = _run_sequential(sources, entry, jobs, time_limit, profile, callback)
-    elif engine == "process":
-        results_by_id, prof = _run_processes(
-            sources, entry, jobs, time_limit, profile, workers, callback, start_method
-        )
-    else:
-        results_by_id, prof = _run_ray(
-            sources, entry, jobs, time_limit, profile, workers, callback, ray_address
-        )
+    saved = set_object_order(order)  # this process's mode; forked workers start from it too
+    try:
+        if not jobs:
+            results_by_id, prof = {}, {}
+        elif engine == "sequential":
+            results_by_id, prof = _run_sequential(sources, entry, jobs, time_limit, profile, callback)
+        elif engine == "process":
+            results_by_id, prof = _run_processes(
+                sources, entry, jobs, time_limit, profile, workers, callback, start_method, order
+            )
+        else:
+            results_by_id, prof = _run_ray(
+                sources, entry, jobs, time_limit, profile, workers, callback, ray_address, order
+            )
+    finally:
+        set_object_order(saved)
     wall = time.perf_counter() - t0
     results = [results_by_id[j[0]] for j in jobs]
     return RunReport(
@@ -820,6 +843,7 @@ def run_programs(
         no_task=no_task,
         skipped=skipped,
         profile=prof if profile else None,
+        order=order,
     )
 
 
