@@ -82,6 +82,8 @@ class _Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False
+    """Whether this call created the process group (and so destroys it at the end)."""
 
     @property
     def main(self) -> bool:
@@ -95,10 +97,11 @@ def _setup_dist(device: str) -> _Dist:
     import torch.distributed as dist
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend)
-    return _Dist(rank, world, local)
+    return _Dist(rank, world, local, owns)
 
 
 def _pick_device(want: str, local_rank: int) -> torch.device:
@@ -140,10 +143,46 @@ def train_sae(
     step with a checkpoint, so a later call resumes (used for time-boxed jobs and tests).
     """
     cfg = cfg.validate()
-    out = Path(out)
     dist_ = _setup_dist(
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
+    try:
+        return _train(
+            cfg,
+            Path(out),
+            dist_,
+            store=store,
+            hook=hook,
+            storage_options=storage_options,
+            source=source,
+            resume=resume,
+            overwrite=overwrite,
+            on_progress=on_progress,
+            stop_at_step=stop_at_step,
+        )
+    finally:
+        if dist_.owns_group:
+            # A gloo/NCCL group left alive at interpreter exit can abort the process. Every normal return of
+            # _train comes after a barrier or broadcast that all ranks pass (summary, checkpoint, "complete").
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    dist_: _Dist,
+    *,
+    store: str | None,
+    hook: str | None,
+    storage_options: dict | None,
+    source: Any,
+    resume: bool,
+    overwrite: bool,
+    on_progress: Callable[[StepEvent], None] | None,
+    stop_at_step: int | None,
+) -> TrainResult:
     device = _pick_device(cfg.device, dist_.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
