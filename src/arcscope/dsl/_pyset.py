@@ -296,14 +296,33 @@ def exact_object_keys(
 
 
 @njit
-def build_table(members, n_members, hashes, out):
-    """The table of a set built by adding ``members`` one by one to an empty set; returns [mask, used]."""
+def neighbour_tables(h, w, near_i, near_j, hashes, comp, comp_mask, comp_used, comp_members):
+    """Per cell of an h x w grid, the table of ``{(i, j) for i, j in around(loc) if in the grid}``.
+
+    ``near_i``/``near_j`` (row ``i * 30 + j``) hold ``around((i, j))`` in its iteration order; the set is
+    built by adding the in-grid ones in that order, as the reference's comprehension does. Writes
+    ``comp[p]`` (the 32-slot table), ``comp_mask``, ``comp_used`` and ``comp_members`` (members in slot order).
+    """
     table = np.empty(CAP, np.int64)
     meta = np.zeros(3, np.int64)
     scratch = np.empty(CAP, np.int64)
-    _new(table, meta)
-    for t in range(n_members):
-        _add(table, meta, members[t], hashes, scratch)
-    for s in range(meta[0] + 1):
-        out[s] = table[s]
-    return meta[0], meta[2]
+    for p in range(h * w):
+        i = p // w
+        j = p - i * w
+        _new(table, meta)
+        for t in range(near_i.shape[1]):
+            a = near_i[i * 30 + j, t]
+            b = near_j[i * 30 + j, t]
+            if 0 <= a < h and 0 <= b < w:
+                _add(table, meta, a * w + b, hashes, scratch)
+        for s in range(32):
+            comp[p, s] = table[s] if s <= meta[0] else EMPTY
+        comp_mask[p] = meta[0]
+        comp_used[p] = meta[2]
+        n_members = 0
+        for s in range(meta[0] + 1):
+            if table[s] >= 0:
+                comp_members[p, n_members] = table[s]
+                n_members += 1
+        for t in range(n_members, 8):
+            comp_members[p, t] = EMPTY

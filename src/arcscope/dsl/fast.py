@@ -247,43 +247,53 @@ def objects(grid: Grid, univalued: Boolean, diagonal: Boolean, without_bg: Boole
 def _replay_tables(h: int, w: int, diagonal: bool) -> tuple | None:
     """What the exact replay needs for one shape, or None where this interpreter's sets differ.
 
-    (seed order, ``hash((i, j))`` per cell, and the table of each cell's in-grid neighbour set.) Building it
-    compares the replayed table of every neighbour set with the interpreter's real one; the first use in a
-    process also compares a whole ``objects`` call with the reference on a grid full of collisions.
+    (Seed order, ``hash((i, j))`` per cell, and the table of each cell's in-grid neighbour set.) The first
+    use in a process compares whole ``objects`` results with the reference on a grid full of collisions.
     """
     key = (h, w, diagonal)
-    if key in _replay:
-        return _replay[key]
+    hit = _replay.get(key)
+    if hit is not None:
+        return hit
     if _order["checked"] is None:
         _order["checked"] = True  # provisional, so that the check itself runs the replay
         _order["checked"] = _replay_self_check()
-        if not _order["checked"]:
-            _replay.clear()
     if not _order["checked"]:
         return None
     n = h * w
     seed_order = np.array([i * w + j for i, j in asindices(((0,) * w,) * h)], np.int64)
-    hashes = np.array([hash(_INDICES[p // w * MAX + p % w]) for p in range(n)], np.int64)
-    around = R.neighbors if diagonal else R.dneighbors
-    comp = np.full((n, 32), P.EMPTY, np.int64)
+    hash30, near_i, near_j = _replay_globals(diagonal)
+    hashes = np.ascontiguousarray(hash30[:h, :w]).reshape(-1)
+    comp = np.empty((n, 32), np.int64)
     comp_mask = np.empty(n, np.int64)
     comp_used = np.empty(n, np.int64)
-    comp_members = np.full((n, 8), P.EMPTY, np.int64)
-    ok = True
-    for p in range(n):
-        i, j = divmod(p, w)
-        # The reference's comprehension adds the neighbours in the order around() iterates.
-        near = [(a, b) for a, b in around((i, j)) if 0 <= a < h and 0 <= b < w]
-        members = np.array([a * w + b for a, b in near], np.int64)
-        comp_mask[p], comp_used[p] = P.build_table(members, len(members), hashes, comp[p])
-        in_order = [int(k) for k in comp[p, : comp_mask[p] + 1] if k >= 0]
-        comp_members[p, : len(in_order)] = in_order
-        replayed = [divmod(k, w) for k in in_order]
-        ok = ok and replayed == list(set(near))
-    tables = (seed_order, hashes, comp, comp_mask, comp_used, comp_members) if ok else None
+    comp_members = np.empty((n, 8), np.int64)
+    P.neighbour_tables(h, w, near_i, near_j, hashes, comp, comp_mask, comp_used, comp_members)
+    tables = (seed_order, hashes, comp, comp_mask, comp_used, comp_members)
     if len(_replay) < 2048:
         _replay[key] = tables
     return tables
+
+
+_replay_global: dict[bool, tuple] = {}
+
+
+def _replay_globals(diagonal: bool) -> tuple:
+    """``hash((i, j))`` for the 30 x 30 cells, and each cell's neighbours in the order the reference's
+    ``dneighbors``/``neighbors`` frozenset iterates them (rows and columns, -1 and 30 included)."""
+    hit = _replay_global.get(diagonal)
+    if hit is None:
+        hash30 = np.array([[hash((i, j)) for j in range(MAX)] for i in range(MAX)], np.int64)
+        around = R.neighbors if diagonal else R.dneighbors
+        k = 8 if diagonal else 4
+        near_i = np.empty((MAX * MAX, k), np.int64)
+        near_j = np.empty((MAX * MAX, k), np.int64)
+        for i in range(MAX):
+            for j in range(MAX):
+                order = list(around((i, j)))
+                near_i[i * MAX + j] = [a for a, _ in order]
+                near_j[i * MAX + j] = [b for _, b in order]
+        hit = _replay_global[diagonal] = (hash30, near_i, near_j)
+    return hit
 
 
 def _replay_self_check() -> bool:
@@ -293,6 +303,7 @@ def _replay_self_check() -> bool:
     for flags in ((True, True, False), (False, False, True)):
         got, want = objects(grid, *flags), R.objects(grid, *flags)
         if [list(o) for o in got] != [list(o) for o in want]:
+            _replay.clear()
             return False
     return True
 
