@@ -310,18 +310,33 @@ def _replay_self_check() -> bool:
 
 def _build_objects(keys: np.ndarray, starts: np.ndarray, n_obj: int, exact: bool = False) -> Objects:
     bounds = starts[: n_obj + 1].tolist()
-    cells = list(map(_CELLS.__getitem__, keys[: bounds[-1]].tolist()))
+    keylist = keys[: bounds[-1]].tolist()
+    cells = list(map(_CELLS.__getitem__, keylist))
+    singles = _singles()
     # Objects go into a set in the order the reference discovers them, so the outer frozenset matches.
     found = set()
-    if exact:
-        # The cells come in the reference's insertion order: a set built from them, then frozen, has the
-        # reference's table (a frozenset built directly from a list can end up with another table size).
-        for t in range(n_obj):
-            found.add(frozenset(set(cells[bounds[t] : bounds[t + 1]])))
-    else:
-        for t in range(n_obj):
-            found.add(frozenset(cells[bounds[t] : bounds[t + 1]]))
+    a = 0
+    for b in bounds[1:]:
+        if b - a == 1:  # half the objects in the univalued modes: one shared frozenset per cell
+            found.add(singles[keylist[a]])
+        elif exact:
+            # The cells come in the reference's insertion order: a set built from them, then frozen, has the
+            # reference's table (a frozenset built directly from a list can end up with another table size).
+            found.add(frozenset(set(cells[a:b])))
+        else:
+            found.add(frozenset(cells[a:b]))
+        a = b
     return frozenset(found)
+
+
+_SINGLES: list[frozenset] = []
+
+
+def _singles() -> list[frozenset]:
+    """``frozenset({cell})`` for every cell tuple, built once (immutable, so results may share them)."""
+    if not _SINGLES:
+        _SINGLES.extend(frozenset((c,)) for c in _CELLS)
+    return _SINGLES
 
 
 def objects_from_labels(arr: np.ndarray, labels: np.ndarray, n_obj: int, h: int, w: int) -> Objects:
