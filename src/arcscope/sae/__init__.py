@@ -5,14 +5,39 @@ arcscope or SAELens SAE folders; ``evaluate(sae, store)`` measures reconstructio
 ``latent_stats`` / ``rank_latents`` find latents by grid property; ``write_dashboard`` builds the HTML site.
 """
 
-from arcscope.sae.config import ARCHS, SAEError, TrainConfig
-from arcscope.sae.dashboard import make_dashboard, write_dashboard
-from arcscope.sae.data import ModelSource, StoreSource, batches
-from arcscope.sae.evaluate import downstream_loss, evaluate, reconstruction_metrics
-from arcscope.sae.features import LatentStats, latent_stats, logit_effects, rank_latents
-from arcscope.sae.io import check_width, from_saelens, load_sae, save_sae
-from arcscope.sae.model import SAEConfig, SparseAutoencoder, geometric_median
-from arcscope.sae.train import StepEvent, TrainResult, train_sae
+import importlib
+from typing import Any as _Any
+
+# Names resolve on first use, so importing a light submodule (``arcscope.sae.config``, e.g. for the CLI's
+# option defaults) does not pull in torch and the whole package.
+_LAZY = {
+    "ARCHS": "config",
+    "SAEError": "config",
+    "TrainConfig": "config",
+    "make_dashboard": "dashboard",
+    "write_dashboard": "dashboard",
+    "ModelSource": "data",
+    "StoreSource": "data",
+    "batches": "data",
+    "downstream_loss": "evaluate",
+    "evaluate": "evaluate",
+    "reconstruction_metrics": "evaluate",
+    "LatentStats": "features",
+    "latent_stats": "features",
+    "logit_effects": "features",
+    "rank_latents": "features",
+    "check_width": "io",
+    "from_saelens": "io",
+    "load_sae": "io",
+    "save_sae": "io",
+    "SAEConfig": "model",
+    "SparseAutoencoder": "model",
+    "geometric_median": "model",
+    "StepEvent": "train",
+    "TrainResult": "train",
+    "train_sae": "train",
+}
+
 
 __all__ = [
     "ARCHS",
@@ -41,3 +66,16 @@ __all__ = [
     "train_sae",
     "write_dashboard",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'arcscope.sae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"arcscope.sae.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
