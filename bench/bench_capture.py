@@ -16,33 +16,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+from _doc import machine, write_section
+
 START, END = "<!-- bench_capture:start -->", "<!-- bench_capture:end -->"
-
-
-def machine() -> str:
-    """CPU model and core count."""
-    model = platform.processor() or "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def best_of(fn, repeat: int) -> float:
@@ -172,17 +156,6 @@ def peak_rss(counts: list[int]) -> list[dict]:
     return out
 
 
-def write_doc(section: str) -> None:
-    """Replace this bench's section in docs/benchmarks.md (other sections untouched)."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=12)
@@ -196,10 +169,11 @@ def main() -> None:
     r = throughput(args.tasks, args.hooks, args.positions, args.repeat)
     rss = peak_rss([int(x) for x in args.rss.split(",")])
     date = datetime.date.today().isoformat()
+    host = machine(f"torch {torch.__version__}", f"{torch.get_num_threads()} threads", fallback="unknown cpu")
     lines = [
         "## Capture throughput (CPU, bundled model)",
         "",
-        f"{date}, {machine()}. `python bench/bench_capture.py` (best of {args.repeat}).",
+        f"{date}, {host}. `python bench/bench_capture.py` (best of {args.repeat}).",
         "",
         f"SmolLM2-135M-Instruct (float32), {r['tasks']} shortest ARC-AGI-1 evaluation tasks, teacher-forced "
         f"prefill, {r['items']} prompts in {r['batches']} length-bucketed batches (padding "
@@ -224,7 +198,7 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        write_section(f"{START}\n{section.rstrip()}\n{END}", START, END)
 
 
 if __name__ == "__main__":

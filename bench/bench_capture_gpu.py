@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+from _doc import write_section
+
 START, END = "<!-- bench_capture_gpu:start -->", "<!-- bench_capture_gpu:end -->"
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
 
@@ -201,13 +201,7 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.no_doc and not args.tiny:
-        text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        block = f"{START}\n{section}\n{END}"
-        if START in text and END in text:
-            text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
-        DOC.write_text(text)
+        write_section(f"{START}\n{section}\n{END}", START, END)
 
 
 if __name__ == "__main__":

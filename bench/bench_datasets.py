@@ -17,15 +17,15 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _doc import cpu_model, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_datasets:start -->", "<!-- bench_datasets:end -->"
 NOTE_STREAM = "Memory: filter and split hold one record at a time (RSS +14 MB for 10x the records: buffers and the progress state); exact dedupe keeps a 64-bit key per record and sorts them, about 70 bytes a record at its peak, whatever the records' size. Rates are CPU-bound JSON parsing on 2 shared cores and vary with the other work on the machine between runs."
 NOTE_LENGTHS = "On this 2-core machine the fast tokenizer's batch call gains almost nothing over one call per prompt: ARC prompts are long (1,750 tokens on average), so per-call overhead is small and there are no spare cores for the Rust tokenizer's parallel batch encoding; `lengths` batches anyway, so that machines with more cores can encode a batch in parallel (not measured here)."
@@ -44,17 +44,6 @@ else:
     rep = split(src, out, key="module_name", fractions="train=0.9,validation=0.1")
 print(json.dumps({"in": rep.records_in, "out": rep.records_out, "seconds": time.perf_counter() - t0}))
 """
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or the platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def generate(path: Path, n: int, seed: int = 0) -> None:
@@ -203,7 +192,7 @@ def section(stream: list[dict], lens: dict, enr: list[dict]) -> str:
     lines = [
         "## bench_datasets: dataset pipelines",
         "",
-        f"`bench/bench_datasets.py`, {dt.date.today()}, {cpu_model()}, {os.cpu_count()} cores (shared with other work "
+        f"`bench/bench_datasets.py`, {dt.date.today()}, {cpu_model(fallback='unknown')}, {os.cpu_count()} cores (shared with other work "
         f"while it ran, so treat figures as rough), Python {platform.python_version()}, numpy {np.__version__}.",
         "",
     ]
@@ -267,17 +256,6 @@ def section(stream: list[dict], lens: dict, enr: list[dict]) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
-def write_doc(text: str) -> None:
-    """Replace (or append) this benchmark's section in docs/benchmarks.md."""
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in doc and END in doc:
-        doc = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(doc)
-
-
 def main() -> None:
     """Measure, print, record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -295,7 +273,7 @@ def main() -> None:
     text = section(stream, lens, enr)
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section(f"{START}\n{text}\n{END}", START, END)
 
 
 if __name__ == "__main__":

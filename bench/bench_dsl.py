@@ -19,28 +19,16 @@ import gc
 import itertools
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+from _doc import DOC, cpu_model, write_section
+
 START, END = "<!-- bench_dsl:start -->", "<!-- bench_dsl:end -->"
 FLAGS = list(itertools.product((True, False), repeat=3))
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or the platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def best_of(fn, repeat: int) -> float:
@@ -259,7 +247,7 @@ def main() -> None:
     text = f"""{START}
 ## bench_dsl: the ARC DSL (`objects` fast vs reference, program runner, batched labelling)
 
-`bench/bench_dsl.py`, {dt.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores (shared with other work while it
+`bench/bench_dsl.py`, {dt.date.today().isoformat()}, {cpu_model(fallback="unknown")}, {os.cpu_count()} cores (shared with other work while it
 ran, so treat figures as rough), Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__},
 torch {torch.__version__}{", GPU " + gpu if gpu else ", no GPU"}; best of {max(args.repeat, 5)} interleaved runs for
 `objects`, {args.repeat} for the rest.
@@ -308,12 +296,7 @@ swing widely from run to run): {crossover(batch_rows)}
 {END}"""
     print(text)
     if not args.no_write:
-        doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        if START in doc and END in doc:
-            doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda m: text, doc, flags=re.S)
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-        DOC.write_text(doc)
+        write_section(text, START, END)
         print(f"recorded in {DOC}", file=sys.stderr)
     print(f"objects overall: exact order {ratio_exact}, fast order {ratio_fast}")
 

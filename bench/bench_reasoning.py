@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _doc import machine, write_section
 from arcscope.puzzles import build_arc, build_maze, build_sudoku, open_dataset
 from arcscope.puzzles.maze import generate_maze
 from arcscope.puzzles.sudoku import generate
@@ -31,28 +31,9 @@ from arcscope.reasoning.config import HRMConfig, TrainConfig, apply_overrides, p
 from arcscope.reasoning.layers import swiglu_width
 from arcscope.tasks import load
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_reasoning:start -->", "<!-- bench_reasoning:end -->"
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 """Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by GPU name fragment."""
-
-
-def cpu_model() -> str:
-    """The CPU model name."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    """One line naming the machine."""
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu_model()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -339,9 +320,11 @@ def bench_gpu(tmp: Path, minutes: float, batch: int) -> dict | None:
 
 def render(builders, training, attention, bundled, gpu) -> str:
     """The markdown section."""
+    cuda = [torch.cuda.get_device_name()] if torch.cuda.is_available() else []
+    host = machine(*cuda, f"Python {platform.python_version()}", f"torch {torch.__version__}")
     out = [START, "## bench_reasoning: HRM / TRM datasets, training and attention", ""]
     out.append(
-        f"`bench/bench_reasoning.py`, {date.today().isoformat()}, {machine()}. The CPU is shared with other work, so treat CPU figures as rough; ratios are measured side by side in one run."
+        f"`bench/bench_reasoning.py`, {date.today().isoformat()}, {host}. The CPU is shared with other work, so treat CPU figures as rough; ratios are measured side by side in one run."
     )
     out.append("")
     if builders:
@@ -422,18 +405,6 @@ def render(builders, training, attention, bundled, gpu) -> str:
     return "\n".join(out)
 
 
-def record(section: str) -> None:
-    """Replace (or append) this benchmark's section in docs/benchmarks.md."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     """Run the parts asked for, print, record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -467,7 +438,7 @@ def main() -> None:
     section = render(builders, training, attention, bundled, gpu)
     print(section)
     if not args.no_record:
-        record(section)
+        write_section(section, START, END)
 
 
 if __name__ == "__main__":

@@ -17,31 +17,18 @@ import argparse
 import itertools
 import os
 import platform
-import re
 import time
 from datetime import date
-from pathlib import Path
 
 import numba
 import numpy as np
 import scipy
 
+from _doc import DOC, cpu_model, write_section
 from arcscope import rnn
 from arcscope.rnn import ActivationPattern
 
 START, END = "<!-- bench_rnn:start -->", "<!-- bench_rnn:end -->"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform as a fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loop_classify(model: rnn.ReluRNN, x: np.ndarray) -> list[tuple[ActivationPattern, int, np.ndarray]]:
@@ -217,15 +204,8 @@ def main() -> None:
     print(block)
     if args.no_record:
         return
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    text = (
-        pattern.sub(lambda _: block, text)
-        if pattern.search(text)
-        else text.rstrip("\n") + "\n\n" + block + "\n"
-    )
-    DOCS.write_text(text)
-    print(f"\nrecorded in {DOCS}")
+    write_section(block, START, END)
+    print(f"\nrecorded in {DOC}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import shutil
 import sys
 import time
@@ -30,20 +28,11 @@ from pathlib import Path
 
 import torch
 
+from _doc import DOC, cpu_model, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = "blocks.15.hook_resid_post"
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_sae:start -->", "<!-- bench_sae:end -->"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_store(path: Path, rows: int) -> None:
@@ -186,7 +175,7 @@ def cpu_bench(args) -> str:
         "the session that wrote it had no GPU.\n"
     )
     head = (
-        f"`bench/bench_sae.py`, {date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores "
+        f"`bench/bench_sae.py`, {date.today().isoformat()}, {cpu_model(fallback='unknown CPU')}, {os.cpu_count()} cores "
         f"(shared with other work while it ran, so treat figures as rough), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads.\n\n"
         f"TopK SAE, k=32, 16x expansion (9216 latents) on SmolLM2-135M's `{HOOK}` (d=576) over ARC-AGI-1 "
@@ -260,17 +249,6 @@ def gpu_bench(args) -> str:
     )
 
 
-def update_docs(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n## bench_sae: SAE training throughput\n\n{section}{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
-    print(f"updated {DOC}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -290,7 +268,8 @@ def main() -> None:
     args = ap.parse_args()
     section = gpu_bench(args) if args.gpu else cpu_bench(args)
     if args.update_docs and section:
-        update_docs(section)
+        write_section(f"{START}\n## bench_sae: SAE training throughput\n\n{section}{END}", START, END)
+        print(f"updated {DOC}")
 
 
 if __name__ == "__main__":

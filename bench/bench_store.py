@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _doc import DOC, cpu_model, write_section
 from arcscope.store import StoreWriter, open_store
 
 SECTION = "## Store write throughput"
@@ -26,17 +26,6 @@ START, END = "<!-- bench_store:start -->", "<!-- bench_store:end -->"
 HOOKS = {f"blocks.{i}.hook_resid_post": 1024 for i in range(4)}
 BATCH_ROWS = 512  # rows per add(), as one engine batch
 COMMIT_EVERY = 8  # adds per commit
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform as a fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_batches(total_rows: int) -> list[tuple[dict[str, torch.Tensor], dict]]:
@@ -86,21 +75,10 @@ def write_plain(path: str, data: bytes, fsync: bool) -> float:
 
 def record(table: str, meta: str) -> Path:
     """Put this benchmark's section into docs/benchmarks.md, replacing an older one, keeping the rest."""
-    path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{START}\n{SECTION}\n\n{meta}\n\n{table}\n{END}\n"
-    marked = re.compile(rf"^{re.escape(START)}\n.*?^{re.escape(END)}\n?", re.S | re.M)
-    # An unmarked section (older runs) ends at the next heading or the next section marker.
-    unmarked = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |^<!-- |\Z)", re.S | re.M)
-    for pattern in (marked, unmarked):
-        if pattern.search(text):
-            text = pattern.sub(lambda _: section, text, count=1)
-            break
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip() + "\n")
-    return path
+    # An unmarked section (older runs) is found by its heading; it ends at the next heading or section marker.
+    section = f"{START}\n{SECTION}\n\n{meta}\n\n{table}\n{END}"
+    write_section(section, START, END, heading=SECTION, trim_end=True)
+    return DOC
 
 
 def main() -> None:

