@@ -130,8 +130,12 @@ def _merge(table, meta, other, other_mask, other_used, hashes, scratch):
 
 
 @njit(inline="always")
-def _merge_neighbours(table, meta, comp, comp_mask, comp_members, comp_used, p, hashes, scratch):
-    """``_merge`` of cell p's neighbour set, read in place from the per-shape tables (row p of ``comp``)."""
+def _merge_neighbours(table, meta, comp, comp_mask, comp_members, comp_used, p, hashes, scratch, seen, stamp):
+    """``_merge`` of cell p's neighbour set, read in place from the per-shape tables (row p of ``comp``).
+
+    ``seen[k] == stamp`` marks the keys already in ``table``: adding one of those changes nothing in CPython
+    either, so it is skipped without probing.
+    """
     n_members = comp_used[p]
     if n_members == 0:
         return
@@ -145,11 +149,16 @@ def _merge_neighbours(table, meta, comp, comp_mask, comp_members, comp_used, p, 
         else:
             for t in range(n_members):
                 _insert_clean(table, mask, comp_members[p, t], hashes)
+        for t in range(n_members):
+            seen[comp_members[p, t]] = stamp
         meta[1] = n_members
         meta[2] = n_members
         return
     for t in range(n_members):
-        _add(table, meta, comp_members[p, t], hashes, scratch)
+        k = comp_members[p, t]
+        if seen[k] != stamp:
+            seen[k] = stamp
+            _add(table, meta, k, hashes, scratch)
 
 
 @njit
@@ -214,6 +223,8 @@ def exact_object_keys(
     scratch = np.empty(CAP, np.int64)
     mark = np.zeros(n, np.int64)
     path = np.empty(n, np.int64)
+    in_reach = np.zeros(n, np.int64)
+    layer = 0
     stamp = 0
     n_obj = 0
     n_keys = 0
@@ -274,6 +285,7 @@ def exact_object_keys(
         _add(front, front_meta, seed, hashes, scratch)
         while front_meta[2] > 0:
             _new(reach, reach_meta)
+            layer += 1
             for s in range(front_meta[0] + 1):
                 p = front[s]
                 if p < 0:
@@ -287,7 +299,17 @@ def exact_object_keys(
                         taken[p] = True
                         n_taken += 1
                     _merge_neighbours(
-                        reach, reach_meta, comp, comp_mask, comp_members, comp_used, p, hashes, scratch
+                        reach,
+                        reach_meta,
+                        comp,
+                        comp_mask,
+                        comp_members,
+                        comp_used,
+                        p,
+                        hashes,
+                        scratch,
+                        in_reach,
+                        layer,
                     )
             _difference(reach, reach_meta, taken, n_taken, front, front_meta, hashes, scratch)
         n_obj += 1
