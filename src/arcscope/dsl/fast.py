@@ -313,15 +313,16 @@ def _build_objects(keys: np.ndarray, starts: np.ndarray, n_obj: int, exact: bool
     keylist = keys[: bounds[-1]].tolist()
     cells = list(map(_CELLS.__getitem__, keylist))
     singles = _singles()
+    direct = _DIRECT
     # Objects go into a set in the order the reference discovers them, so the outer frozenset matches.
     found = set()
     a = 0
     for b in bounds[1:]:
         if b - a == 1:  # half the objects in the univalued modes: one shared frozenset per cell
             found.add(singles[keylist[a]])
-        elif exact:
+        elif exact and not direct[b - a]:
             # The cells come in the reference's insertion order: a set built from them, then frozen, has the
-            # reference's table (a frozenset built directly from a list can end up with another table size).
+            # reference's table (where a frozenset built straight from the list ends up with another size).
             found.add(frozenset(set(cells[a:b])))
         else:
             found.add(frozenset(cells[a:b]))
@@ -330,6 +331,33 @@ def _build_objects(keys: np.ndarray, starts: np.ndarray, n_obj: int, exact: bool
 
 
 _SINGLES: list[frozenset] = []
+
+
+def _grown_size(n: int) -> int:
+    """Table size of a set after n distinct adds to an empty one (grow at 3/5 full, to 4x the count)."""
+    size, fill = 8, 0
+    for _ in range(n):
+        fill += 1
+        if fill * 5 >= (size - 1) * 3:
+            size = 8
+            while size <= fill * 4:
+                size <<= 1
+    return size
+
+
+def _frozen_size(n: int) -> int:
+    """Table size of ``frozenset(s)`` for a set s of n: one resize up front to more than twice n."""
+    if n * 5 < 7 * 3:
+        return 8
+    size = 8
+    while size <= 2 * n:
+        size <<= 1
+    return size
+
+
+_DIRECT = [_grown_size(n) == _frozen_size(n) for n in range(MAX * MAX + 1)]
+"""For an object of n cells, whether ``frozenset(cells)`` already has ``frozenset(set(cells))``'s table: when
+both tables have one size, freezing the set copies its table slot for slot."""
 
 
 def _singles() -> list[frozenset]:
