@@ -87,6 +87,18 @@ def test_objects_fast_order_equal_reference(grid, flags):
     assert tuple(got) == tuple(want)
 
 
+def test_exact_mode_falls_back_to_the_reference_where_the_replay_check_fails(monkeypatch):
+    # An interpreter whose sets are laid out differently: the first use warns and the reference answers.
+    monkeypatch.setattr(fast, "_replay_self_check", lambda: False)
+    monkeypatch.setattr(fast, "_replay", {})
+    monkeypatch.setitem(fast._order, "checked", None)
+    grid = tuple(tuple((i * 7 + j * 3) % 4 for j in range(12)) for i in range(9))
+    with pytest.warns(RuntimeWarning, match="reference implementation"):
+        got = fast.objects(grid, True, True, False)
+    assert _layout(got) == _layout(R.objects(grid, True, True, False))
+    assert fast._order["checked"] is False and fast._replay == {}
+
+
 def test_object_order_modes(order_mode):
     import os
 
