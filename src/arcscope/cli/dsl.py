@@ -77,7 +77,7 @@ def run(
         Order,
         typer.Option(
             "--order",
-            help="exact: objects() iterates as arc-dsl's does (default); fast: equal objects, about 3x faster "
+            help="exact: objects() iterates as arc-dsl's does (default); fast: equal objects, about 2x faster "
             "objects(), but the cells inside an object iterate in another order.",
             envvar="ARCSCOPE_DSL_ORDER",
         ),
