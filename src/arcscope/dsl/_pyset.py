@@ -7,13 +7,16 @@ set (``cands``, ``neighborhood``) of that search. This module runs the same sear
 keeping a copy of each intermediate set's table laid out exactly as CPython 3 lays it out: open addressing with
 runs of ``LINEAR_PROBES`` slots and perturbed jumps, growth when the table is 60% full, one big resize before
 a merge, copying of equal-sized tables, the two algorithms of ``set.__sub__``. The hashes are the
-interpreter's own (``hash((i, j))`` taken once per shape), so the only assumption is the table algorithm; it
-is checked against the interpreter's real sets the first time a shape is used (:func:`neighbour_tables`
-compares every neighbour set) and against the reference by the tests, and a mismatch switches the caller
-back to the reference.
+interpreter's own (``hash((i, j))``, taken once per process), so the only assumption is the table algorithm.
+It is checked on first use in a process, by comparing whole ``objects`` results with the reference on a grid
+full of collisions (``fast._replay_self_check``; a mismatch sends every call to the reference, with a
+warning), and by the tests on thousands of grids.
 
 The kernel returns each object's cells in the order the reference adds them; building ``set(cells)`` and
-then ``frozenset`` of it in Python reproduces the reference's object exactly, slot for slot.
+then ``frozenset`` of it in Python reproduces the reference's object exactly, slot for slot. Two shortcuts
+leave the result unchanged: an object whose search meets one new cell per step has only one possible order
+(no tables needed), and adding a key that a set already holds changes nothing in CPython either, so such adds
+are skipped without probing.
 """
 
 from __future__ import annotations
@@ -206,8 +209,9 @@ def exact_object_keys(
 
     ``seed_order`` lists the flat cells in ``asindices`` iteration order, ``hashes[p]`` is ``hash((i, j))``,
     ``comp[p]`` the table of the in-grid neighbour set the reference builds for cell p (``comp_mask``,
-    ``comp_used``; ``comp_members`` lists its members in slot order). ``keys`` receives ``colour * 900 + i * 30 + j`` per cell in the order the reference adds
-    it to its object, ``starts`` the object boundaries. -1 when a colour is above 9.
+    ``comp_used``; ``comp_members`` lists its members in slot order). ``keys`` receives
+    ``colour * 900 + i * 30 + j`` per cell in the order the reference adds it to its object, ``starts`` the
+    object boundaries. -1 when a colour is above 9.
     """
     n = h * w
     for p in range(n):
