@@ -16,6 +16,23 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def storage_options(text: str | None) -> dict | None:
+    """The ``--storage-options`` JSON object (fsspec options), or None when not given."""
+    import json
+
+    from arcscope.errors import ArcscopeError
+
+    if not text:
+        return None
+    try:
+        opts = json.loads(text)
+    except ValueError as e:
+        raise ArcscopeError(f"--storage-options is not valid JSON: {e}") from None
+    if not isinstance(opts, dict):
+        raise ArcscopeError("--storage-options must be a JSON object")
+    return opts
+
+
 def progress(quiet: bool = False):
     """A rich progress bar with rate and ETA, disabled by ``quiet``."""
     from rich.progress import (

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from arcscope.cli.app import app, console, err_console
+from arcscope.cli.app import storage_options as _storage_options
 from arcscope.engine.job import JobConfig
 
 _DEFAULTS = JobConfig()
@@ -27,22 +28,6 @@ def _help(name: str) -> str:
             if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
                 return f"{nxt.value.value} [default: {getattr(_DEFAULTS, name)}]"
     return ""
-
-
-def _storage_options(text: str | None) -> dict | None:
-    import json
-
-    from arcscope.engine.job import JobConfigError
-
-    if not text:
-        return None
-    try:
-        opts = json.loads(text)
-    except ValueError as e:
-        raise JobConfigError(f"--storage-options is not valid JSON: {e}") from None
-    if not isinstance(opts, dict):
-        raise JobConfigError("--storage-options must be a JSON object")
-    return opts
 
 
 @app.command("run")

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from arcscope.cli.app import app, console, err_console, progress
+from arcscope.cli.app import storage_options as _storage_options
 from arcscope.sae.config import SAEError, TrainConfig, config_help, field_help
 
 sae_app = typer.Typer(
@@ -31,18 +32,6 @@ OptsOpt = Annotated[
     str | None, typer.Option("--storage-options", help="fsspec storage options for the store, as JSON.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-
-
-def _options(text: str | None) -> dict | None:
-    if not text:
-        return None
-    try:
-        opts = json.loads(text)
-    except ValueError as e:
-        raise SAEError(f"--storage-options is not valid JSON: {e}") from None
-    if not isinstance(opts, dict):
-        raise SAEError("--storage-options must be a JSON object")
-    return opts
 
 
 def _load(path: Path):
@@ -168,7 +157,7 @@ def train_cmd(
             out,
             store=store,
             hook=hook,
-            storage_options=_options(storage_options),
+            storage_options=_storage_options(storage_options),
             source=source,
             resume=not no_resume,
             overwrite=overwrite,
@@ -220,7 +209,7 @@ def eval_cmd(
     from arcscope.store import open_store
 
     s = _load(sae)
-    st = open_store(store, _options(storage_options))
+    st = open_store(store, _storage_options(storage_options))
     m = evaluate(
         s,
         st,
@@ -230,7 +219,7 @@ def eval_cmd(
         model=model,
         prompts=prompts,
         device=device,
-        storage_options=_options(storage_options),
+        storage_options=_storage_options(storage_options),
     )
     text = json.dumps(m, indent=1)
     if output:
@@ -293,7 +282,7 @@ def dashboard_cmd(
     from arcscope.store import open_store
 
     s = _load(sae)
-    st = open_store(store, _options(storage_options))
+    st = open_store(store, _storage_options(storage_options))
     bar = progress(quiet)
     tasks_ids: dict = {}
 
@@ -346,7 +335,7 @@ def query_cmd(
     from arcscope.store import open_store
 
     s = _load(sae)
-    st = open_store(store, _options(storage_options))
+    st = open_store(store, _storage_options(storage_options))
     stats = latent_stats(s, st, hook, lookup=load_tasks_for(st, tasks))
     ranked = rank_latents(stats, colour=colour, role=role, border=border, min_count=min_count, top=top)
     if as_json:

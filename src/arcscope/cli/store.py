@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from arcscope.cli.app import app, console, progress
-from arcscope.errors import StoreError
+from arcscope.cli.app import storage_options as _storage_options
 
 store_app = typer.Typer(
     name="store",
@@ -32,18 +32,6 @@ OptsOpt = Annotated[
 ]
 
 
-def _options(text: str | None) -> dict | None:
-    if not text:
-        return None
-    try:
-        opts = json.loads(text)
-    except ValueError as e:
-        raise StoreError(f"--storage-options is not valid JSON: {e}") from e
-    if not isinstance(opts, dict):
-        raise StoreError("--storage-options must be a JSON object")
-    return opts
-
-
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -61,7 +49,7 @@ def info(
     """Model, hooks, rows, shards, bytes, role and task counts, and whether the job finished."""
     from arcscope.store import open_store
 
-    store = open_store(url, _options(storage_options))
+    store = open_store(url, _storage_options(storage_options))
     index = store.index(columns=["task_id", "role"])
     roles = index.column("role").value_counts().to_pylist()
     summary = {
@@ -113,7 +101,7 @@ def verify_cmd(
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(job, completed=done, total=total, rate=f"{rate:,.1f} files/s")
 
-        report = verify(url, _options(storage_options), on_file=on_file)
+        report = verify(url, _storage_options(storage_options), on_file=on_file)
     for i, line in enumerate(report.lines()):
         style = "green" if report.ok else "red"
         if i == 0:
@@ -133,7 +121,7 @@ def ls(
     """List committed shards with rows, bytes and sha256 of the shard and index files."""
     from arcscope.store import open_store
 
-    store = open_store(url, _options(storage_options))
+    store = open_store(url, _storage_options(storage_options))
     width = 64 if full else 12
     # Plain aligned lines rather than a table: they never wrap or truncate digests and they grep well.
     name_w = max([len(s.file) for s in store.shards] + [5])

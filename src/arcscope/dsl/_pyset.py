@@ -107,34 +107,30 @@ def _add(table, meta, key, hashes, scratch):
 
 
 @njit
-def _merge(table, meta, other, other_mask, other_used, hashes, scratch):
-    """``set |= other`` (set_merge); ``other`` is a table without dummies."""
-    if other_used == 0:
-        return
+def _merge_into_empty(table, meta, other, other_mask, other_used, hashes, scratch):
+    """``set |= other`` for an empty ``table`` (set_merge's first branch, also ``set.copy``).
+
+    One resize up front if ``other`` would fill the table past 3/5, then a slot-for-slot copy when both tables
+    have one size, else a clean insert of ``other``'s keys in slot order. ``other`` has no dummies.
+    """
     if (meta[1] + other_used) * 5 >= meta[0] * 3:
         _resize(table, meta, (meta[2] + other_used) * 2, hashes, scratch)
-    if meta[1] == 0:
-        mask = meta[0]
-        if mask == other_mask:
-            for s in range(mask + 1):
-                table[s] = other[s]
-        else:
-            for s in range(other_mask + 1):
-                k = other[s]
-                if k >= 0:
-                    _insert_clean(table, mask, k, hashes)
-        meta[1] = other_used
-        meta[2] = other_used
-        return
-    for s in range(other_mask + 1):
-        k = other[s]
-        if k >= 0:
-            _add(table, meta, k, hashes, scratch)
+    mask = meta[0]
+    if mask == other_mask:
+        for s in range(mask + 1):
+            table[s] = other[s]
+    else:
+        for s in range(other_mask + 1):
+            k = other[s]
+            if k >= 0:
+                _insert_clean(table, mask, k, hashes)
+    meta[1] = other_used
+    meta[2] = other_used
 
 
 @njit(inline="always")
 def _merge_neighbours(table, meta, comp, comp_mask, comp_members, comp_used, p, hashes, scratch, seen, stamp):
-    """``_merge`` of cell p's neighbour set, read in place from the per-shape tables (row p of ``comp``).
+    """``set |= neighbours(p)``, the neighbour set read in place from the per-shape tables (row p of ``comp``).
 
     ``seen[k] == stamp`` marks the keys already in ``table``: adding one of those changes nothing in CPython
     either, so it is skipped without probing.
@@ -142,21 +138,13 @@ def _merge_neighbours(table, meta, comp, comp_mask, comp_members, comp_used, p, 
     n_members = comp_used[p]
     if n_members == 0:
         return
-    if (meta[1] + n_members) * 5 >= meta[0] * 3:
-        _resize(table, meta, (meta[2] + n_members) * 2, hashes, scratch)
     if meta[1] == 0:
-        mask = meta[0]
-        if mask == comp_mask[p]:
-            for s in range(mask + 1):
-                table[s] = comp[p, s]
-        else:
-            for t in range(n_members):
-                _insert_clean(table, mask, comp_members[p, t], hashes)
+        _merge_into_empty(table, meta, comp[p], comp_mask[p], n_members, hashes, scratch)
         for t in range(n_members):
             seen[comp_members[p, t]] = stamp
-        meta[1] = n_members
-        meta[2] = n_members
         return
+    if (meta[1] + n_members) * 5 >= meta[0] * 3:
+        _resize(table, meta, (meta[2] + n_members) * 2, hashes, scratch)
     for t in range(n_members):
         k = comp_members[p, t]
         if seen[k] != stamp:
@@ -172,7 +160,7 @@ def _difference(src, src_meta, taken, n_taken, dst, dst_meta, hashes, scratch):
     _new(dst, dst_meta)
     if (used >> 2) > n_taken:
         # A copy of src, then taken's members discarded (left as dummies).
-        _merge(dst, dst_meta, src, src_mask, used, hashes, scratch)
+        _merge_into_empty(dst, dst_meta, src, src_mask, used, hashes, scratch)
         for s in range(dst_meta[0] + 1):
             k = dst[s]
             if k >= 0 and taken[k]:

@@ -269,7 +269,7 @@ def _replay_tables(h: int, w: int, diagonal: bool) -> tuple | None:
     if not _order["checked"]:
         return None
     n = h * w
-    seed_order = np.array([i * w + j for i, j in asindices(((0,) * w,) * h)], np.int64)
+    seed_order = np.argsort(_discovery_rank(h, w))  # flat cells in asindices order (the rank's inverse)
     hash30, near_i, near_j = _replay_globals(diagonal)
     hashes = np.ascontiguousarray(hash30[:h, :w]).reshape(-1)
     comp = np.empty((n, 32), np.int64)
