@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from _doc import machine, write_section
@@ -41,10 +40,8 @@ def best_of(fn, repeat: int) -> float:
 
 def throughput(n_tasks: int, hooks: str, positions: str, repeat: int) -> dict:
     """Tokens/s of plain forward, capture, and the whole engine over the same batches."""
-    from arcscope.capture import resolve_hooks, run_prefill
+    from arcscope.capture import pad_items, resolve_hooks, run_prefill
     from arcscope.engine import JobConfig, LocalRunner
-    from arcscope.engine.local import _positions_mask
-    from arcscope.engine.plan import pad_left
     from arcscope.models import load_model
 
     loaded = load_model(device="cpu", dtype="float32")
@@ -63,12 +60,7 @@ def throughput(n_tasks: int, hooks: str, positions: str, repeat: int) -> dict:
         pad = loaded.tokenizer.pad_token_id
         batches = []
         for b in plan.batches:
-            seqs = [np.asarray(it.cell_map.input_ids) for it in b.items]
-            ids, attn = pad_left(seqs, pad)
-            T = ids.shape[1]
-            mask = np.zeros((len(seqs), T), dtype=bool)
-            for i, it in enumerate(b.items):
-                mask[i, T - len(seqs[i]) :] = _positions_mask(it, cfg.positions, len(seqs[i]))
+            ids, attn, mask, _ = pad_items(b.items, pad, cfg.positions)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
             batches.append((ids, attn, pos, torch.as_tensor(mask)))
         tokens = sum(int(a.sum()) for _, a, _, _ in batches)

@@ -249,7 +249,7 @@ def test_dedupe_by_key_on_generic_records_and_bad_settings(tmp_path):
     assert rep.n_skipped == 1 and rep.figures["groups"] == 3
     with pytest.raises(DatasetError, match="unknown symmetry 'mirror'"):
         dedupe(src, tmp_path / "o.jsonl", symmetry="mirror")
-    with pytest.raises(DatasetError, match=r"unknown setting\(s\) 'kee' \(did you mean 'key'\?\)"):
+    with pytest.raises(DatasetError, match=r"unknown setting 'kee' \(did you mean 'key'\?\)"):
         dedupe(src, tmp_path / "o.jsonl", kee="x")
     with pytest.raises(DatasetError, match="needs ARC task records"):
         dedupe(src, tmp_path / "o.jsonl", symmetry="all")

@@ -122,7 +122,7 @@ def test_process_engine_kills_a_worker_that_ignores_the_alarm(tmp_path, taskset,
         "def solve_6150a2bd(I):\n"
         "    return rot180(I)\n"
     )
-    monkeypatch.setattr(runner, "_HARD_GRACE", 0.5)
+    monkeypatch.setattr(runner.job, "_HARD_GRACE", 0.5)
     report = run_programs(path, taskset, engine="process", workers=2, time_limit=0.2)
     status = {r.task_id: (r.status, r.error) for r in report.results}
     assert status["6150a2bd"] == ("solved", None)
@@ -307,7 +307,7 @@ def test_ray_engine_kills_a_stuck_worker_and_survives_a_dead_one(monkeypatch):
     good = ProgramSource("programs.py", HARD_GOOD.format(stuck="", dies=""))
     bad = ProgramSource("programs.py", HARD_GOOD.format(stuck=STUCK, dies=DIES))
     tasks = load("arc1:training")
-    monkeypatch.setattr(runner, "_HARD_GRACE", 0.5)
+    monkeypatch.setattr(runner.job, "_HARD_GRACE", 0.5)
     seen = []
     report = run_programs(
         [bad, corpus.__file__], tasks, engine="ray", workers=2, time_limit=0.2, on_result=seen.append

@@ -53,7 +53,7 @@ def test_job_config_rejects_bad_settings(tmp_path):
         JobConfig(positions=["cell"]).validate()
     with pytest.raises(JobConfigError, match="needs --mode generate"):
         JobConfig(positions=["generated"], mode="prefill").validate()
-    with pytest.raises(JobConfigError, match="unknown job setting"):
+    with pytest.raises(JobConfigError, match="job: unknown setting .layers."):
         JobConfig.from_dict({"tasks": "arc1:evaluation", "layers": 3})
     p = tmp_path / "job.yaml"
     p.write_text("tasks: arc1:training\nmode: prefill\nhooks: blocks.0.hook_resid_post\n")

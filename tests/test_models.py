@@ -64,3 +64,71 @@ def test_bundled_model_loads_offline(monkeypatch):
     ids = m.tokenizer("The capital of France is", return_tensors="pt").input_ids
     out = m.model.generate(ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in m.tokenizer.decode(out[0, ids.shape[1] :])
+
+
+# ---- device and dtype: one policy ----------------------------------------------------------------------
+
+
+def test_resolve_device_choices_and_clear_errors(monkeypatch):
+    import torch
+
+    from arcscope.errors import ArcscopeError
+    from arcscope.models import DeviceError, resolve_device
+    from arcscope.models import device as dev_mod
+
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(torch.device("cpu")).type == "cpu"
+    assert issubclass(DeviceError, ModelError) and issubclass(DeviceError, ArcscopeError)
+    for bad in ("tpu", "mps:1", "cuda:x", "cpux"):
+        with pytest.raises(DeviceError, match="unknown device .*use auto, cpu, cuda, cuda:N, mps"):
+            resolve_device(bad)
+    # no GPU and no MPS here (simulated where the machine has one): auto is the CPU, and asking fails clearly
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dev_mod, "mps_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device(None).type == "cpu"
+    for want in ("cuda", "cuda:1"):
+        with pytest.raises(DeviceError, match=f"device '{want}' asked for, but torch sees no CUDA device"):
+            resolve_device(want)
+    with pytest.raises(DeviceError, match="'mps' asked for, but MPS is not available"):
+        resolve_device("mps")
+    # with MPS: auto takes it, unless the caller's kernels cannot run there (then it says why)
+    monkeypatch.setattr(dev_mod, "mps_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps") and resolve_device("mps").type == "mps"
+    assert resolve_device("auto", no_mps="sparse kernels need CPU or CUDA").type == "cpu"
+    with pytest.raises(DeviceError, match="'mps' cannot be used here: sparse kernels need CPU or CUDA"):
+        resolve_device("mps", no_mps="sparse kernels need CPU or CUDA")
+
+
+def test_resolve_device_picks_the_local_gpu(monkeypatch):
+    import torch
+
+    from arcscope.models import DeviceError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match="'cuda:2' asked for, but this machine has 2 CUDA device"):
+        resolve_device("cuda:2")
+
+
+def test_resolve_dtype_and_context_length():
+    from types import SimpleNamespace
+
+    import torch
+
+    from arcscope.models import DeviceError, LoadedModel, resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("auto", "mps") == torch.float32
+    assert (
+        resolve_dtype("bfloat16", "cpu") == torch.bfloat16 and resolve_dtype(torch.float16) == torch.float16
+    )
+    with pytest.raises(DeviceError, match="unknown dtype 'float8'"):
+        resolve_dtype("float8")
+
+    def loaded(**cfg):
+        return LoadedModel(SimpleNamespace(config=SimpleNamespace(**cfg)), None, "m", "p", "cpu", "float32")
+
+    assert loaded(max_position_embeddings=4096).context_length == 4096
+    assert loaded().context_length == 2048 and loaded(max_position_embeddings=None).context_length == 2048

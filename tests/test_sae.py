@@ -347,7 +347,7 @@ def test_bad_input_is_named(synth, tmp_path):
         train_sae(cfg(), tmp_path / "x", store=str(store), hook="blocks.9.hook_resid_post")
     with pytest.raises(SAEError, match="arch 'gated'"):
         cfg(arch="gated").validate()
-    with pytest.raises(SAEError, match="override 'latent=5'"):
+    with pytest.raises(SAEError, match=r"unknown setting 'latent' \(did you mean 'latents'\?\)"):
         TrainConfig().with_overrides(["latent=5"])
     assert TrainConfig().with_overrides(["k=8", "lr=1e-3", "aux_k=none"]).k == 8
     (tmp_path / "junk").mkdir()

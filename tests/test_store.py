@@ -574,3 +574,72 @@ def test_cli_missing_store_exits_2(tmp_path, capsys):
         main(["store", "info", str(tmp_path / "none")])
     assert e.value.code == 2
     assert "no arcscope store here" in " ".join(capsys.readouterr().err.split())
+
+
+# ---- the trainers' reader: stream, shuffle buffer, seed mixer ------------------------------------------
+
+
+def test_stream_reads_every_row_in_a_seeded_shard_order(where):
+    from arcscope.store import mix_seed
+
+    with where.writer(shard_rows=8) as w:
+        write_batches(w, [8, 8, 8, 8])
+    s = where.open()
+    st = s.stream(HOOKS[0], prefetch=2)
+    rows = torch.cat(list(st.blocks(0, seed=1)))
+    assert sorted(int(r) for r in rows[:, 0]) == list(range(32))
+    # prefetch changes how shards are read, never their order
+    assert torch.equal(torch.cat(list(s.stream(HOOKS[0], prefetch=0).blocks(0, seed=1))), rows)
+    ranks = [st.order(0, 1, r, 2) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == [0, 1, 2, 3] and st.order(0, 1, shuffle=False) == [0, 1, 2, 3]
+    g = torch.Generator().manual_seed(mix_seed(1, 0))
+    assert st.order(0, 1) == torch.randperm(4, generator=g).tolist()
+    assert len({mix_seed(0, e, r) for e in range(3) for r in range(3)}) == 9
+    with pytest.raises(StoreError, match="verify 'md5' is not one of sha256, size"):
+        s.stream(HOOKS[0], verify="md5")
+    with pytest.raises(StoreError, match="no hook 'nope'"):
+        s.stream("nope")
+
+
+def test_stream_stops_at_or_skips_a_damaged_shard(where):
+    with where.writer(shard_rows=8) as w:
+        write_batches(w, [8, 8, 8, 8])
+    s = where.open()
+    bad, short = s.shards[2], s.shards[1]
+    data = bytearray(where.fs.cat_file(where.path(bad.file)))
+    data[-3] ^= 0xFF
+    where.fs.pipe_file(where.path(bad.file), bytes(data))
+    with pytest.raises(StoreError, match=f"{bad.file} is damaged: sha256.*store verify.*--on-damaged skip"):
+        list(s.stream(HOOKS[0]).blocks(0, seed=1))
+    skip = s.stream(HOOKS[0], on_damaged="skip", prefetch=2)
+    got = torch.cat(list(skip.blocks(0, seed=1)))
+    assert list(skip.skipped) == [bad.file] and "sha256" in skip.skipped[bad.file]
+    assert sorted(int(r) for r in got[:, 0]) == [p for p in range(32) if not 16 <= p < 24]
+    # size checks read no whole file but still catch a truncated shard
+    where.fs.pipe_file(where.path(short.file), bytes(where.fs.cat_file(where.path(short.file)))[:-4])
+    sized = s.stream(HOOKS[0], verify="size", on_damaged="skip", prefetch=0)
+    assert len(torch.cat(list(sized.blocks(0, seed=1)))) == 24 and list(sized.skipped) == [short.file]
+    assert "the manifest says" in sized.skipped[short.file]
+
+
+def test_stream_every_shard_damaged_is_an_error(tmp_path):
+    with StoreWriter(tmp_path / "s", shard_rows=8) as w:
+        write_batches(w, [8, 8])
+    s = open_store(tmp_path / "s")
+    for sh in s.shards:
+        p = tmp_path / "s" / sh.file
+        p.write_bytes(p.read_bytes()[:-4])
+    with pytest.raises(StoreError, match="every shard was skipped as damaged"):
+        list(s.stream(HOOKS[0], on_damaged="skip").blocks(0, seed=0))
+
+
+def test_shuffle_blocks_keeps_every_row_and_is_seeded():
+    from arcscope.store import shuffle_blocks
+
+    blocks = [torch.arange(a, a + 7) for a in range(0, 70, 7)]
+    out = list(shuffle_blocks(iter(blocks), 20, seed=5))
+    flat = torch.cat(out).tolist()
+    assert sorted(flat) == list(range(70)) and flat != list(range(70))
+    assert torch.cat(list(shuffle_blocks(iter(blocks), 20, seed=5))).tolist() == flat
+    assert torch.cat(list(shuffle_blocks(iter(blocks), 20, seed=6))).tolist() != flat
+    assert [b.tolist() for b in shuffle_blocks(iter(blocks), 0, seed=5)] == [b.tolist() for b in blocks]

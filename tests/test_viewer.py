@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from arcscope.errors import TaskFormatError
-from arcscope.report.html import ARC_PALETTE, decode_grid, encode_grid, script_json
+from arcscope.report.html import ARC_PALETTE, ROW_SEP, encode_grid, script_json
 from arcscope.report.viewer import render_viewer, summarize, write_viewer
 from arcscope.tasks.core import Pair, Task, as_grid
 from tests.browser import dump_dom
@@ -23,6 +23,14 @@ EVIL_IDS = [
     "</script><script>alert(1)</script>",
     "a&amp;b\u2028\u2029<!--",
 ]
+
+
+def decode_grid(text: str) -> np.ndarray:
+    """Inverse of ``encode_grid`` (pages only ever decode in JS): the uint8 grid encoded in ``text``."""
+    rows = text.split(ROW_SEP)
+    if not rows or any(len(r) != len(rows[0]) or not r.isdigit() for r in rows):
+        raise ValueError(f"not an encoded grid: {text[:40]!r}")
+    return np.array([[int(ch) for ch in r] for r in rows], dtype=np.uint8)
 
 
 def grid(rows: list[list[int]]) -> np.ndarray:

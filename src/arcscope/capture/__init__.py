@@ -1,29 +1,47 @@
-"""Which activations to take, capture during prefill and generation, and interventions."""
+"""Which activations to take, capture during prefill and generation, interventions, and prompt planning."""
 
-from arcscope.capture.interventions import Intervened, Intervention, intervene
-from arcscope.capture.session import (
-    Capture,
-    CaptureResult,
-    GenerateResult,
-    capture,
-    position_ids_from_mask,
-    run_generate,
-    run_prefill,
-)
-from arcscope.capture.spec import (
-    GLOBAL_ALIASES,
-    LAYER_ALIASES,
-    HookSite,
-    Layout,
-    expand_braces,
-    find_layout,
-    resolve_hooks,
-    valid_aliases,
-)
+from arcscope._lazy import lazy_names
+
+# Names resolve on first use: the planning primitives (``capture.positions``, used by the job description and
+# the CLI) stay importable without torch.
+_LAZY = {
+    "Intervened": "interventions",
+    "Intervention": "interventions",
+    "intervene": "interventions",
+    "Capture": "session",
+    "CaptureResult": "session",
+    "GenerateResult": "session",
+    "capture": "session",
+    "position_ids_from_mask": "session",
+    "run_generate": "session",
+    "run_prefill": "session",
+    "GLOBAL_ALIASES": "spec",
+    "LAYER_ALIASES": "spec",
+    "HookSite": "spec",
+    "Layout": "spec",
+    "expand_braces": "spec",
+    "find_layout": "spec",
+    "resolve_hooks": "spec",
+    "valid_aliases": "spec",
+    "POSITIONS": "positions",
+    "PROMPT_POSITIONS": "positions",
+    "Batch": "positions",
+    "Padded": "positions",
+    "PromptTooLongError": "positions",
+    "WorkItem": "positions",
+    "make_batches": "positions",
+    "pad_items": "positions",
+    "pad_left": "positions",
+    "plan_prompts": "positions",
+    "position_mask": "positions",
+}
 
 __all__ = [
     "GLOBAL_ALIASES",
     "LAYER_ALIASES",
+    "POSITIONS",
+    "PROMPT_POSITIONS",
+    "Batch",
     "Capture",
     "CaptureResult",
     "GenerateResult",
@@ -31,13 +49,23 @@ __all__ = [
     "Intervened",
     "Intervention",
     "Layout",
+    "Padded",
+    "PromptTooLongError",
+    "WorkItem",
     "capture",
     "expand_braces",
     "find_layout",
     "intervene",
+    "make_batches",
+    "pad_items",
+    "pad_left",
+    "plan_prompts",
     "position_ids_from_mask",
+    "position_mask",
     "resolve_hooks",
     "run_generate",
     "run_prefill",
     "valid_aliases",
 ]
+
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,12 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from arcscope.cli.app import app, console, err_console, progress
+from arcscope.cli.app import app, console, err_console, progress_bar
+from arcscope.cli.options import OnError, OnErrorOpt, QuietOpt, config_options
 from arcscope.datasets.hub import ExportConfig, PublishConfig
 from arcscope.datasets.llm import EnrichConfig
 from arcscope.datasets.steps import DedupeConfig, SplitConfig
 from arcscope.datasets.token_lengths import LengthsConfig
 from arcscope.datasets.tokens import PromptSpec
+from arcscope.progress import relabel
 
 IO_HELP = (
     "INPUT is any task spec (arc1:training, dir:PATH, kaggle:..., barc:...) or a JSONL / Parquet / HF datasets "
@@ -32,24 +33,13 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 
-class OnError(StrEnum):
-    """What to do with a bad record."""
-
-    raise_ = "raise"
-    skip = "skip"
-
-
 InArg = Annotated[str, typer.Argument(help="Input: a task spec or a JSONL / Parquet / HF folder of records.")]
 OutArg = Annotated[
     str, typer.Argument(help="Output: jsonl:PATH or parquet:PATH (a name ending .jsonl/.parquet works).")
 ]
-OnErrorOpt = Annotated[
-    OnError, typer.Option("--on-error", help="Stop at the first bad record, or skip and count it.")
-]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", "-n", min=1, help="Read at most this many records (a trial run).")
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 TokenizerOpt = Annotated[
     str | None,
     typer.Option("--tokenizer", help="'bundled' (SmolLM2), a model or tokenizer folder, or a GGUF file."),
@@ -73,15 +63,9 @@ FieldOpt = Annotated[
 
 
 def _run(label: str, quiet: bool, fn, *args: Any, **kwargs: Any):
-    """Run a library step under a progress bar that shows records done and their rate."""
-    start = time.perf_counter()
-    with progress(quiet) as bar:
-        job = bar.add_task(label, total=None, rate="")
-
-        def cb(n: int) -> None:
-            bar.update(job, completed=n, rate=f"{n / max(time.perf_counter() - start, 1e-9):,.0f} rec/s")
-
-        return fn(*args, progress=cb, **kwargs)
+    """Run a library step under a progress bar (records done and their rate) labelled ``label``."""
+    with progress_bar(quiet) as bar:
+        return fn(*args, progress=relabel(bar, label), **kwargs)
 
 
 def _summary(report) -> None:
@@ -153,35 +137,11 @@ def filter_cmd(
 
 
 @data_app.command("dedupe")
+@config_options(DedupeConfig, flags={"key": ("--key", "-k"), "symmetry": ("--symmetry", "-s")})
 def dedupe_cmd(
+    cfg: DedupeConfig,
     input: InArg,
     output: OutArg,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            "-k",
-            help="Field path(s), comma-separated, that make records duplicates (default: task grids / whole record).",
-        ),
-    ] = DedupeConfig.key,
-    symmetry: Annotated[
-        str, typer.Option("--symmetry", "-s", help="Tasks: none (exact), dihedral, colours, all.")
-    ] = DedupeConfig.symmetry,
-    keep_background: Annotated[
-        bool, typer.Option("--keep-background", help="Under colour symmetry, colour 0 stays 0.")
-    ] = DedupeConfig.keep_background,
-    pair_order: Annotated[
-        bool, typer.Option("--pair-order", help="Tasks differing only in train pair order are duplicates.")
-    ] = DedupeConfig.pair_order,
-    best: Annotated[
-        str | None,
-        typer.Option(
-            "--best", help="Keep the record with the highest value of this field (default: the first)."
-        ),
-    ] = DedupeConfig.best,
-    lowest: Annotated[
-        bool, typer.Option("--lowest", help="With --best, keep the lowest value.")
-    ] = DedupeConfig.lowest,
     on_error: OnErrorOpt = OnError.raise_,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
@@ -195,12 +155,7 @@ def dedupe_cmd(
         dedupe,
         input,
         output,
-        key=key,
-        symmetry=symmetry,
-        keep_background=keep_background,
-        pair_order=pair_order,
-        best=best,
-        lowest=lowest,
+        cfg,
         on_error=on_error.value,
         limit=limit,
     )
@@ -216,27 +171,21 @@ def dedupe_cmd(
 
 
 @data_app.command("split")
+@config_options(
+    SplitConfig,
+    flags={
+        "fractions": ("--fractions", "-f"),
+        "key": ("--key", "-k"),
+        "symmetry": ("--symmetry", "-s"),
+        "field": "--split-field",
+    },
+)
 def split_cmd(
+    cfg: SplitConfig,
     input: InArg,
     output: Annotated[
         str, typer.Argument(help="Output; put {split} in the name to write one file per split.")
     ],
-    fractions: Annotated[
-        str, typer.Option("--fractions", "-f", help="name=fraction pairs adding up to 1.")
-    ] = "train=0.9,validation=0.1",
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key", "-k", help="Group field path(s); default: the task up to symmetry (tasks) or the record."
-        ),
-    ] = SplitConfig.key,
-    symmetry: Annotated[
-        str, typer.Option("--symmetry", "-s", help="Tasks: augmentations under this symmetry share a side.")
-    ] = SplitConfig.symmetry,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the hash split.")] = SplitConfig.seed,
-    field: Annotated[
-        str, typer.Option("--split-field", help="Field the split name goes to.")
-    ] = SplitConfig.field,
     on_error: OnErrorOpt = OnError.raise_,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
@@ -250,11 +199,7 @@ def split_cmd(
         split,
         input,
         output,
-        fractions=fractions,
-        key=key,
-        symmetry=symmetry,
-        seed=seed,
-        field=field,
+        cfg,
         on_error=on_error.value,
         limit=limit,
     )
@@ -267,7 +212,9 @@ def split_cmd(
 
 
 @data_app.command("lengths")
+@config_options(LengthsConfig, fields=("multiple", "batch_size"))
 def lengths_cmd(
+    cfg: LengthsConfig,
     input: InArg,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here as JSON.")] = None,
     png_out: Annotated[Path | None, typer.Option("--png", help="Write a histogram PNG here.")] = None,
@@ -277,12 +224,6 @@ def lengths_cmd(
     chat: ChatOpt = None,
     answer: AnswerOpt = PromptSpec.include_answer,
     field: FieldOpt = None,
-    multiple: Annotated[
-        int, typer.Option("--multiple", help="Round suggested seq_len up to a multiple of this.")
-    ] = LengthsConfig.multiple,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Records per tokenizer call.")
-    ] = LengthsConfig.batch_size,
     on_error: OnErrorOpt = OnError.raise_,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
@@ -297,8 +238,8 @@ def lengths_cmd(
         input,
         tokenizer=tokenizer,
         prompt=_prompt_spec(encoder, template, chat, answer, field),
-        multiple=multiple,
-        batch_size=batch_size,
+        multiple=cfg.multiple,
+        batch_size=cfg.batch_size,
         json_out=str(json_out) if json_out else None,
         png_out=str(png_out) if png_out else None,
         on_error=on_error.value,
@@ -328,26 +269,21 @@ def lengths_cmd(
         console.print("wrote " + ", ".join(str(x) for x in (json_out, png_out) if x))
 
 
+# The enrich settings with an option of their own (prompt, fields and choices are assembled below).
+_ENRICH_OPTIONS = ("base_url", "api_key_env", "preset", "system", "answer", "concurrency", "max_retries")
+_ENRICH_OPTIONS += ("parse_retries", "backoff", "max_backoff", "timeout", "temperature", "max_tokens")
+_ENRICH_OPTIONS += ("cache", "encoder", "seed")
+
+
 @data_app.command("enrich")
+@config_options(
+    EnrichConfig, fields=_ENRICH_OPTIONS, flags={"concurrency": ("--concurrency", "-c")}, build=False
+)
 def enrich_cmd(
+    cfg: dict,
     input: InArg,
     output: OutArg,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name sent to the endpoint.")],
-    base_url: Annotated[
-        str, typer.Option("--base-url", help="OpenAI-compatible API root.")
-    ] = EnrichConfig.base_url,
-    api_key_env: Annotated[
-        str,
-        typer.Option(
-            "--api-key-env", help="Environment variable holding the API key (never pass the key itself)."
-        ),
-    ] = EnrichConfig.api_key_env,
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            "--preset", help="Ready-made prompt: difficulty (low/medium/high + rationale), describe."
-        ),
-    ] = None,
     prompt: Annotated[
         str | None,
         typer.Option("--prompt", help="User message template: {field}, {a.b}, {record}, {task}, {item}."),
@@ -355,7 +291,6 @@ def enrich_cmd(
     prompt_file: Annotated[
         Path | None, typer.Option("--prompt-file", help="Read the template from a file.")
     ] = None,
-    system: Annotated[str | None, typer.Option("--system", help="System message.")] = None,
     fields: Annotated[
         str | None,
         typer.Option("--fields", help="Answer fields to add, comma-separated (from the reply's JSON)."),
@@ -364,35 +299,7 @@ def enrich_cmd(
         list[str] | None,
         typer.Option("--choice", help="Allowed values of a field: FIELD=a,b,c (repeatable)."),
     ] = None,
-    answer: Annotated[
-        str, typer.Option("--answer", help="json: a JSON object in the reply; text: the whole reply.")
-    ] = EnrichConfig.answer,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight.")
-    ] = EnrichConfig.concurrency,
-    max_retries: Annotated[
-        int, typer.Option("--max-retries", min=0, help="Retries on 429/5xx/timeouts.")
-    ] = EnrichConfig.max_retries,
-    parse_retries: Annotated[
-        int, typer.Option("--parse-retries", min=0, help="Re-asks when the reply does not parse.")
-    ] = EnrichConfig.parse_retries,
-    backoff: Annotated[
-        float, typer.Option("--backoff", help="First retry delay (s), doubling.")
-    ] = EnrichConfig.backoff,
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for one response.")
-    ] = EnrichConfig.timeout,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature.")
-    ] = EnrichConfig.temperature,
-    max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Completion token limit.")
-    ] = EnrichConfig.max_tokens,
-    cache: Annotated[
-        str | None, typer.Option("--cache", help="SQLite reply cache (default: the arcscope cache folder).")
-    ] = EnrichConfig.cache,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the cache.")] = False,
-    encoder: EncoderOpt = EnrichConfig.encoder,
     on_error: OnErrorOpt = OnError.raise_,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
@@ -422,24 +329,9 @@ def enrich_cmd(
         enrich,
         input,
         output,
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        preset=preset,
-        prompt=prompt,
-        system=system,
-        fields=fields or [],
-        choices=choices,
-        answer=answer,
-        concurrency=concurrency,
-        max_retries=max_retries,
-        parse_retries=parse_retries,
-        backoff=backoff,
-        timeout=timeout,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        cache=None if no_cache else cache,
-        encoder=encoder,
+        {**cfg, "model": model, "fields": fields or [], "choices": choices},
+        **({"prompt": prompt} if prompt is not None else {}),
+        **({"cache": None} if no_cache else {}),
         on_error=on_error.value,
         limit=limit,
     )
@@ -454,23 +346,14 @@ def enrich_cmd(
 
 
 @data_app.command("export")
+@config_options(ExportConfig)
 def export_cmd(
+    cfg: ExportConfig,
     input: InArg,
     output: Annotated[
         str,
         typer.Argument(help="hf:FOLDER (datasets folder with splits + card), jsonl:PATH or parquet:PATH."),
     ],
-    format: Annotated[
-        str | None, typer.Option("--format", help="jsonl, parquet or hf (default: from OUTPUT).")
-    ] = None,
-    split_field: Annotated[
-        str, typer.Option("--split-field", help="Field naming each record's split.")
-    ] = ExportConfig.split_field,
-    name: Annotated[str | None, typer.Option("--name", help="Dataset name for the card.")] = None,
-    description: Annotated[str, typer.Option("--description", help="A paragraph for the card.")] = "",
-    license: Annotated[
-        str | None, typer.Option("--license", help="License id for the card (e.g. apache-2.0).")
-    ] = None,
     on_error: OnErrorOpt = OnError.raise_,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
@@ -484,11 +367,7 @@ def export_cmd(
         export,
         input,
         output,
-        format=format,
-        split_field=split_field,
-        name=name,
-        description=description,
-        license=license,
+        cfg,
         on_error=on_error.value,
         limit=limit,
     )
@@ -499,29 +378,17 @@ def export_cmd(
 
 
 @data_app.command("publish")
+@config_options(PublishConfig, exclude=("repo",), build=False)
 def publish_cmd(
+    cfg: dict,
     folder: Annotated[str, typer.Argument(help="A folder written by `arcscope data export hf:FOLDER`.")],
     repo: Annotated[str, typer.Argument(help="Hub dataset repo id, user/name.")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be pushed; no token or network needed.")
-    ] = False,
-    private: Annotated[
-        bool, typer.Option("--private", help="Create the repo as private.")
-    ] = PublishConfig.private,
-    token_env: Annotated[
-        str, typer.Option("--token-env", help="Environment variable holding the Hub token.")
-    ] = PublishConfig.token_env,
-    endpoint: Annotated[
-        str | None, typer.Option("--endpoint", help="Hub URL (default HF_ENDPOINT or huggingface.co).")
-    ] = None,
 ) -> None:
     """Push an exported dataset folder to the Hugging Face Hub (Parquet per split + the dataset card)."""
     from arcscope.datasets.hub import publish
 
-    plan = publish(
-        folder, repo=repo, dry_run=dry_run, private=private, token_env=token_env, endpoint=endpoint
-    )
-    head = "would push" if dry_run else "pushed"
+    plan = publish(folder, {**cfg, "repo": repo})
+    head = "pushed" if plan.pushed else "would push"
     console.print(
         f"{head} {escape(plan.repo)} ({'private' if plan.private else 'public'}) to {escape(plan.endpoint)}:",
         highlight=False,
@@ -547,19 +414,13 @@ def pipeline_cmd(
     from arcscope.datasets.pipeline import run_pipeline
 
     start = time.perf_counter()
-    with progress(quiet) as bar:
-        jobs: dict[str, Any] = {}
-
-        def cb(name: str, n: int) -> None:
-            if name not in jobs:
-                jobs[name] = bar.add_task(name, total=None, rate="")
-            bar.update(jobs[name], completed=n, rate="")
+    with progress_bar(quiet) as bar:
 
         def log(msg: str) -> None:
             if not quiet:
                 err_console.print(escape(msg), highlight=False)
 
-        outcomes = run_pipeline(file, force=force, progress=cb, log=log)
+        outcomes = run_pipeline(file, force=force, progress=bar, log=log)
     t = Table(title=f"{file} ({time.perf_counter() - start:.1f} s)")
     for h in ("#", "step", "status", "in", "out", "skipped", "output"):
         t.add_column(h, justify="right" if h in ("#", "in", "out", "skipped") else "left")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -12,8 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from arcscope.cli.app import app, console, err_console, progress
+from arcscope.cli.app import app, console, err_console, progress_bar
+from arcscope.cli.options import OnError, OnErrorOpt, QuietOpt
 from arcscope.errors import ArcscopeError
+from arcscope.files import atomic_write_json
 
 dsl_app = typer.Typer(
     help="The ARC DSL (arc-dsl compatible primitives): run solver programs, list primitives, batch-label.",
@@ -37,13 +38,6 @@ class Order(StrEnum):
     fast = "fast"
 
 
-class OnError(StrEnum):
-    """What to do with a bad programs file or task."""
-
-    raise_ = "raise"
-    skip = "skip"
-
-
 @dsl_app.command("run")
 def run(
     programs: Annotated[
@@ -62,9 +56,7 @@ def run(
     ] = None,
     time_limit: Annotated[float, typer.Option("--time-limit", min=0.001, help="Seconds per call.")] = 10.0,
     profile: Annotated[bool, typer.Option("--profile", help="Time every primitive (slower).")] = False,
-    on_error: Annotated[
-        OnError, typer.Option("--on-error", help="Stop at a bad programs file or task, or skip it.")
-    ] = OnError.raise_,
+    on_error: OnErrorOpt = OnError.raise_,
     details: Annotated[bool, typer.Option("--details", help="One row per program.")] = False,
     slowest: Annotated[int, typer.Option("--slowest", min=0, help="Show the N slowest programs.")] = 5,
     json_out: Annotated[
@@ -82,7 +74,7 @@ def run(
             envvar="ARCSCOPE_DSL_ORDER",
         ),
     ] = Order.exact,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run each program on its task's train and test inputs and verify the outputs."""
     from arcscope.dsl.runner import run_programs
@@ -94,16 +86,7 @@ def run(
         files.append(corpus.__file__)
     if not files:
         raise ArcscopeError("no programs given: pass one or more PROGRAMS.py files, or --examples")
-    start = time.perf_counter()
-    with progress(quiet) as bar:
-        job = bar.add_task("running", total=None, rate="")
-        done = [0]
-
-        def tick(_result) -> None:
-            done[0] += 1
-            rate = done[0] / max(time.perf_counter() - start, 1e-9)
-            bar.update(job, completed=done[0], rate=f"{rate:,.1f} programs/s")
-
+    with progress_bar(quiet) as bar:
         report = run_programs(
             files,
             tasks,
@@ -113,7 +96,7 @@ def run(
             time_limit=time_limit,
             profile=profile,
             on_error=on_error.value,
-            on_result=tick,
+            progress=bar,
             ray_address=ray_address,
             order=order.value,
         )
@@ -171,7 +154,7 @@ def run(
         for where, reason in report.skipped:
             err_console.print(f"  {escape(where)}: {escape(reason)}", highlight=False, soft_wrap=True)
     if json_out is not None:
-        json_out.write_text(json.dumps(report.to_json(), indent=1))
+        atomic_write_json(json_out, report.to_json(), indent=1)
         console.print(f"report written to {escape(str(json_out))}")
 
 
@@ -209,7 +192,11 @@ def objects_cmd(
     without_bg: Annotated[bool, typer.Option("--without-bg/--with-bg")] = True,
     backend: Annotated[str, typer.Option("--backend", help="numba (CPU threads) or torch.")] = "numba",
     device: Annotated[
-        str | None, typer.Option("--device", help="torch device (default: cuda if any).")
+        str | None,
+        typer.Option(
+            "--device",
+            help="torch device for --backend torch: auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps.",
+        ),
     ] = None,
 ) -> None:
     """Label the objects of every grid of a task source in one batch and summarise the counts."""

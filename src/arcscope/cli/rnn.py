@@ -11,7 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from arcscope.cli.app import app, console, progress
+from arcscope.cli.app import app, console, progress_bar
+from arcscope.cli.options import QuietOpt, config_options
+from arcscope.rnn.config import TrainConfig as RnnTrainConfig
 
 rnn_app = typer.Typer(
     name="rnn",
@@ -39,7 +41,6 @@ TaskOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the sampled inputs.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
 def _load(model: str, seq_len: int | None, task: str | None):
@@ -53,23 +54,9 @@ def _print_json(obj: object) -> None:
 
 
 @rnn_app.command("train")
+@config_options(RnnTrainConfig, flags={"hidden_size": ("--hidden", "--hidden-size")})
 def train_cmd(
-    task: Annotated[str, typer.Option("--task", help="second-argmax, argmax, argmedian or median.")],
-    hidden: Annotated[int, typer.Option("--hidden", help="Hidden size H.", min=1)],
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length T.", min=1)],
-    seeds: Annotated[int, typer.Option("--seeds", help="Train this many seeds, keep the best.", min=1)] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 0,
-    steps: Annotated[int, typer.Option("--steps", help="Gradient steps per seed.", min=1)] = 8192,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per step.", min=1)] = 1024,
-    lr_base: Annotated[
-        float, typer.Option("--lr-base", help="Base learning rate (divided by sqrt(H)).")
-    ] = 0.04,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.001,
-    discrete: Annotated[
-        bool, typer.Option("--discrete", help="Integer inputs 0..T-1 instead of normal.")
-    ] = False,
-    test_samples: Annotated[int, typer.Option("--test-samples", help="Held-out test sequences.", min=1)] = 1
-    << 17,
+    cfg: RnnTrainConfig,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for NAME.safetensors and NAME.json.")
     ] = Path("."),
@@ -77,33 +64,11 @@ def train_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Train M_{H,T} on a task (best of N seeds) and write a safetensors checkpoint with a JSON card."""
-    from arcscope.rnn import TrainConfig, save, train, zoo_name
+    from arcscope.rnn import save, train
 
-    cfg = TrainConfig(
-        task=task,
-        hidden_size=hidden,
-        seq_len=seq_len,
-        steps=steps,
-        batch_size=batch_size,
-        lr_base=lr_base,
-        weight_decay=weight_decay,
-        seed=seed,
-        seeds=seeds,
-        discrete=discrete,
-        test_samples=test_samples,
-    )
-    cfg.validate()
     start = time.perf_counter()
-    with progress(quiet) as bar:
-        job = bar.add_task(f"train {zoo_name(task, hidden, seq_len)}", total=seeds * steps, rate="")
-
-        def on_step(i: int, step: int, loss: float) -> None:
-            done = i * steps + step + 1
-            if done % 64 == 0 or step == steps - 1:
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                bar.update(job, completed=done, rate=f"seed {seed + i} loss {loss:.4f} {rate:,.0f} steps/s")
-
-        result = train(cfg, on_step=on_step)
+    with progress_bar(quiet) as bar:
+        result = train(cfg, progress=bar)
     stem = name or result.card["name"]
     path = save(result.model, out / f"{stem}.safetensors", result.card)
     card = result.card
@@ -200,13 +165,8 @@ def regions_cmd(
             r["linear_map"] = region_linear_map(m, rm.pattern(r["index"])).tolist()
     enum = None
     if exhaustive:
-        with progress(quiet) as bar:
-            job = bar.add_task("enumerate", total=None, rate="")
-
-            def on_progress(found: int, nodes: int) -> None:
-                bar.update(job, completed=found, rate=f"{nodes:,} nodes")
-
-            enum = enumerate_regions(m, max_slots=max_slots, seed=seed, on_progress=on_progress)
+        with progress_bar(quiet) as bar:
+            enum = enumerate_regions(m, max_slots=max_slots, seed=seed, progress=bar)
         sampled = {rm.pattern(i).bits for i in range(len(rm))}
         result["exhaustive"] = enum.summary() | {"hit_by_sampling": sum(p.bits in sampled for p in enum)}
     if as_json:
@@ -281,15 +241,8 @@ def ablate_cmd(
     from arcscope.rnn import ablate
 
     m = _load(model, seq_len, task)
-    start = time.perf_counter()
-    with progress(quiet) as bar:
-        job = bar.add_task("ablate", total=None, rate="")
-
-        def on_progress(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(job, completed=done, total=total, rate=f"{rate:,.1f} ablations/s")
-
-        rep = ablate(m, task=task, n=inputs, seed=seed, pairs=pairs, on_progress=on_progress)
+    with progress_bar(quiet) as bar:
+        rep = ablate(m, task=task, n=inputs, seed=seed, pairs=pairs, progress=bar)
     if as_json:
         _print_json(rep.to_dict())
         return

@@ -10,9 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from arcscope.cli.app import app, console, err_console, progress
-from arcscope.cli.app import storage_options as _storage_options
-from arcscope.sae.config import SAEError, TrainConfig, config_help, field_help
+from arcscope.cli.app import app, console, err_console, progress_bar
+from arcscope.cli.options import QuietOpt, StorageOptionsOpt, config_options
+from arcscope.config import config_help
+from arcscope.files import atomic_write_text
+from arcscope.sae.config import DashboardConfig, EvalConfig, SAEError, TrainConfig
 
 sae_app = typer.Typer(
     name="sae",
@@ -28,10 +30,6 @@ StoreOpt = Annotated[str, typer.Option("--store", help="Activation store folder 
 HookOpt = Annotated[
     str | None, typer.Option("--hook", help="Hook in the store (default: the SAE's own hook).")
 ]
-OptsOpt = Annotated[
-    str | None, typer.Option("--storage-options", help="fsspec storage options for the store, as JSON.")
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
 def _load(path: Path):
@@ -40,8 +38,15 @@ def _load(path: Path):
     return load_sae(path)
 
 
+# The settings with an option of their own; every other one is a KEY=VALUE argument.
+_TRAIN_OPTIONS = ("arch", "k", "latents", "expansion", "batch_size", "tokens", "epochs", "lr", "seed")
+_TRAIN_OPTIONS += ("device", "dtype", "on_damaged", "verify")
+
+
 @sae_app.command("train")
+@config_options(TrainConfig, fields=_TRAIN_OPTIONS, config_file=True)
 def train_cmd(
+    cfg: TrainConfig,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(
@@ -57,22 +62,6 @@ def train_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder for the SAE and checkpoints.")
     ] = Path("runs/sae"),
-    arch: Annotated[str | None, typer.Option("--arch", help=field_help("arch"))] = None,
-    k: Annotated[int | None, typer.Option("--k", help=field_help("k"))] = None,
-    latents: Annotated[int | None, typer.Option("--latents", help=field_help("latents"))] = None,
-    expansion: Annotated[int | None, typer.Option("--expansion", help=field_help("expansion"))] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help=field_help("batch_size"))] = None,
-    tokens: Annotated[int | None, typer.Option("--tokens", help=field_help("tokens"))] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs", help=field_help("epochs"))] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help=field_help("lr"))] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help=field_help("seed"))] = None,
-    device: Annotated[str | None, typer.Option("--device", help=field_help("device"))] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help=field_help("dtype"))] = None,
-    on_damaged: Annotated[str | None, typer.Option("--on-damaged", help=field_help("on_damaged"))] = None,
-    verify: Annotated[str | None, typer.Option("--verify", help=field_help("verify"))] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file of settings; options override it.")
-    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -84,7 +73,7 @@ def train_cmd(
     max_tasks: Annotated[
         int | None, typer.Option("--max-tasks", help="With --model: use at most N tasks.")
     ] = None,
-    storage_options: OptsOpt = None,
+    storage_options: StorageOptionsOpt = None,
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Fail instead of resuming a run in --out.")
     ] = False,
@@ -94,25 +83,6 @@ def train_cmd(
     """Train an SAE on a hook of a store (or on the fly from a model), with checkpoints and resume."""
     from arcscope.sae import train_sae
 
-    base = TrainConfig.from_yaml(config) if config else TrainConfig()
-    given = {
-        "arch": arch,
-        "k": k,
-        "latents": latents,
-        "expansion": expansion,
-        "batch_size": batch_size,
-        "tokens": tokens,
-        "epochs": epochs,
-        "lr": lr,
-        "seed": seed,
-        "device": device,
-        "dtype": dtype,
-        "on_damaged": on_damaged,
-        "verify": verify,
-    }
-    import dataclasses
-
-    cfg = dataclasses.replace(base, **{k2: v for k2, v in given.items() if v is not None})
     cfg = cfg.with_overrides(list(overrides or []))
     source = None
     if model is not None:
@@ -136,32 +106,19 @@ def train_cmd(
     elif store is None or hook is None:
         raise SAEError("give --store and --hook (or --model, --tasks and --hook to train on the fly)")
 
-    bar = progress(quiet)
-    state: dict = {"task": None}
-
-    def on_progress(ev) -> None:
-        if state["task"] is None:
-            state["task"] = bar.add_task("training", total=ev.total_steps, rate="")
-        m = ev.metrics
-        line = (
-            f"{m.get('tokens_per_s', 0):,.0f} tok/s  loss {m['loss']:.4f}  fvu {m['fvu']:.4f}  "
-            f"L0 {m['l0']:.1f}  dead {100 * m['dead_fraction']:.1f}%"
-        )
-        bar.update(state["task"], completed=ev.step, rate=line)
-
     where = store or f"{model} x {tasks}"
     err_console.print(f"arcscope sae train: {cfg.arch} on {hook} of {where} -> {out}", highlight=False)
-    with bar:
+    with progress_bar(quiet) as bar:
         res = train_sae(
             cfg,
             out,
             store=store,
             hook=hook,
-            storage_options=_storage_options(storage_options),
+            storage_options=storage_options,
             source=source,
             resume=not no_resume,
             overwrite=overwrite,
-            on_progress=on_progress,
+            progress=bar,
         )
     if res.already_complete:
         console.print(
@@ -184,47 +141,32 @@ def train_cmd(
 
 
 @sae_app.command("eval")
+@config_options(EvalConfig, exclude=("batch_size",))
 def eval_cmd(
+    cfg: EvalConfig,
     sae: SaeArg,
     store: StoreOpt,
     hook: HookOpt = None,
-    rows: Annotated[int, typer.Option("--rows", help="Rows to measure reconstruction on (0: all).")] = 65536,
-    downstream: Annotated[
-        bool,
-        typer.Option("--downstream/--no-downstream", help="Also splice the SAE into the model: CE and KL."),
-    ] = True,
     model: Annotated[
         str | None, typer.Option("--model", help="Model for the downstream loss (default: the store's).")
     ] = None,
-    prompts: Annotated[int, typer.Option("--prompts", help="Prompts for the downstream loss.")] = 4,
-    device: Annotated[str, typer.Option("--device", help="Device for the model and SAE.")] = "auto",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the metrics as JSON here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
-    storage_options: OptsOpt = None,
+    storage_options: StorageOptionsOpt = None,
 ) -> None:
     """Reconstruction (L0, FVU, MSE, cosine), dead/dense latents, density histogram, downstream CE and KL."""
     from arcscope.sae.evaluate import evaluate
     from arcscope.store import open_store
 
     s = _load(sae)
-    st = open_store(store, _storage_options(storage_options))
-    m = evaluate(
-        s,
-        st,
-        hook,
-        rows=None if rows == 0 else rows,
-        downstream=downstream,
-        model=model,
-        prompts=prompts,
-        device=device,
-        storage_options=_storage_options(storage_options),
-    )
+    st = open_store(store, storage_options)
+    m = evaluate(s, st, hook, cfg, model=model)
     text = json.dumps(m, indent=1)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        atomic_write_text(output, text)
     if as_json:
         console.print_json(text)
         return
@@ -256,7 +198,9 @@ def eval_cmd(
 
 
 @sae_app.command("dashboard")
+@config_options(DashboardConfig)
 def dashboard_cmd(
+    cfg: DashboardConfig,
     sae: SaeArg,
     store: StoreOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the site.")] = Path(
@@ -267,14 +211,7 @@ def dashboard_cmd(
     model: Annotated[
         str | None, typer.Option("--model", help="Model for logit effects (default: the store's).")
     ] = None,
-    top: Annotated[int, typer.Option("--top", help="Top rows kept per latent.")] = 32,
-    examples: Annotated[int, typer.Option("--examples", help="Example grids per latent page.")] = 6,
-    rows: Annotated[int, typer.Option("--rows", help="Rows to scan (0: all).")] = 0,
-    max_pages: Annotated[
-        int, typer.Option("--max-pages", help="Latent pages at most (0: every latent that fired).")
-    ] = 0,
-    logits: Annotated[bool, typer.Option("--logits/--no-logits", help="Compute logit effects.")] = True,
-    storage_options: OptsOpt = None,
+    storage_options: StorageOptionsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a static HTML site: a searchable index of latents and one page per latent with ARC grids."""
@@ -282,29 +219,17 @@ def dashboard_cmd(
     from arcscope.store import open_store
 
     s = _load(sae)
-    st = open_store(store, _storage_options(storage_options))
-    bar = progress(quiet)
-    tasks_ids: dict = {}
-
-    def on_progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks_ids:
-            tasks_ids[stage] = bar.add_task(stage, total=total, rate="")
-        bar.update(tasks_ids[stage], completed=done)
-
-    with bar:
+    st = open_store(store, storage_options)
+    with progress_bar(quiet) as bar:
         index = make_dashboard(
             s,
             st,
             out,
+            cfg,
             hook=hook,
             tasks=tasks,
             model=model,
-            top=top,
-            examples=examples,
-            rows=rows or None,
-            max_pages=max_pages or None,
-            logits=logits,
-            on_progress=on_progress,
+            progress=bar,
         )
     console.print(f"dashboard: {index}", highlight=False)
 
@@ -328,14 +253,14 @@ def query_cmd(
     ] = 5,
     tasks: Annotated[str | None, typer.Option("--tasks", help="Task source (default: the store's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    storage_options: OptsOpt = None,
+    storage_options: StorageOptionsOpt = None,
 ) -> None:
     """Latents that fire mostly on a colour, a role or border cells, ranked by their share of activation mass."""
     from arcscope.sae.features import latent_stats, load_tasks_for, rank_latents
     from arcscope.store import open_store
 
     s = _load(sae)
-    st = open_store(store, _storage_options(storage_options))
+    st = open_store(store, storage_options)
     stats = latent_stats(s, st, hook, lookup=load_tasks_for(st, tasks))
     ranked = rank_latents(stats, colour=colour, role=role, border=border, min_count=min_count, top=top)
     if as_json:
@@ -388,6 +313,6 @@ def config_cmd() -> None:
     t.add_column("key")
     t.add_column("default")
     t.add_column("meaning")
-    for name, default, text in config_help():
+    for name, default, text in config_help(TrainConfig):
         t.add_row(name, escape(default), escape(text))
     console.print(t)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -12,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from arcscope.cli.app import app, console, err_console
+from arcscope.files import atomic_write_json
 
 _SHOW_IDS = 10
 
@@ -24,15 +22,7 @@ def _ids(ids: list[str]) -> str:
 def _write_json(path: Path, obj: object) -> None:
     # Atomic, so an interrupted run never leaves a half-written figures file behind.
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, obj, indent=2, newline=True)
 
 
 @app.command("score")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from arcscope.cli.app import app, console, progress
-from arcscope.cli.app import storage_options as _storage_options
+from arcscope.cli.app import app, console, progress_bar
+from arcscope.cli.options import QuietOpt, StorageOptionsOpt
 
 store_app = typer.Typer(
     name="store",
@@ -22,13 +21,6 @@ app.add_typer(store_app, name="store")
 
 UrlArg = Annotated[
     str, typer.Argument(help="Store folder or fsspec URL (s3://bucket/prefix, gs://..., memory://...).")
-]
-OptsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--storage-options",
-        help='fsspec storage options as JSON, e.g. \'{"anon": true}\' or \'{"client_kwargs": {"endpoint_url": "..."}}\'.',
-    ),
 ]
 
 
@@ -43,13 +35,13 @@ def _size(n: int) -> str:
 @store_app.command("info")
 def info(
     url: UrlArg,
-    storage_options: OptsOpt = None,
+    storage_options: StorageOptionsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Model, hooks, rows, shards, bytes, role and task counts, and whether the job finished."""
     from arcscope.store import open_store
 
-    store = open_store(url, _storage_options(storage_options))
+    store = open_store(url, storage_options)
     index = store.index(columns=["task_id", "role"])
     roles = index.column("role").value_counts().to_pylist()
     summary = {
@@ -87,21 +79,14 @@ def info(
 @store_app.command("verify")
 def verify_cmd(
     url: UrlArg,
-    storage_options: OptsOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    storage_options: StorageOptionsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Recompute sizes and sha256 of every listed file and check shapes; exit 1 when anything is damaged."""
     from arcscope.store import verify
 
-    start = time.perf_counter()
-    with progress(quiet) as bar:
-        job = bar.add_task("verify", total=None, rate="")
-
-        def on_file(rel: str, done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(job, completed=done, total=total, rate=f"{rate:,.1f} files/s")
-
-        report = verify(url, _storage_options(storage_options), on_file=on_file)
+    with progress_bar(quiet) as bar:
+        report = verify(url, storage_options, progress=bar)
     for i, line in enumerate(report.lines()):
         style = "green" if report.ok else "red"
         if i == 0:
@@ -115,13 +100,13 @@ def verify_cmd(
 @store_app.command("ls")
 def ls(
     url: UrlArg,
-    storage_options: OptsOpt = None,
+    storage_options: StorageOptionsOpt = None,
     full: Annotated[bool, typer.Option("--full", help="Show whole sha256 digests.")] = False,
 ) -> None:
     """List committed shards with rows, bytes and sha256 of the shard and index files."""
     from arcscope.store import open_store
 
-    store = open_store(url, _storage_options(storage_options))
+    store = open_store(url, storage_options)
     width = 64 if full else 12
     # Plain aligned lines rather than a table: they never wrap or truncate digests and they grep well.
     name_w = max([len(s.file) for s in store.shards] + [5])

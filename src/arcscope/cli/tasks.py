@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import difflib
-import time
 from collections.abc import Iterator
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from arcscope.cli.app import app, console, err_console, progress
+from arcscope.cli.app import app, console, err_console, progress_bar
+from arcscope.cli.options import OnError, OnErrorOpt, QuietOpt
 from arcscope.errors import SourceError
+from arcscope.progress import Ticker, emit
 from arcscope.tasks.core import Task
 from arcscope.tasks.sources import SOURCE_HELP, count_hint, iter_tasks
 
@@ -26,20 +26,9 @@ app.add_typer(tasks_app, name="tasks")
 DEFAULT_SOURCE = "arc1:evaluation"
 
 
-class OnError(StrEnum):
-    """What to do with an invalid task."""
-
-    raise_ = "raise"
-    skip = "skip"
-
-
 TasksOpt = Annotated[
     str, typer.Option("--tasks", "-t", help="Task source spec (see `arcscope tasks --help`).")
 ]
-OnErrorOpt = Annotated[
-    OnError, typer.Option("--on-error", help="Stop at the first invalid task, or skip it.")
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", help="Read at most this many tasks.", min=1)]
 
 
@@ -63,23 +52,15 @@ def _report_skipped(skipped: list[tuple[str, str]]) -> None:
 
 def _counted(tasks: Iterator[Task], spec: str, label: str, quiet: bool, counter: list[int]) -> Iterator[Task]:
     """Pass tasks through while a progress bar shows the count and rate."""
-    start = time.perf_counter()
-    with progress(quiet) as bar:
-        job = bar.add_task(label, total=count_hint(spec), rate="")
+    with progress_bar(quiet) as bar:
+        ticker = Ticker(bar, label, total=count_hint(spec), every=25)
+        emit(bar, label, 0, ticker.total)  # the bar shows before the first task arrives
         for t in tasks:
             counter[0] += 1
-            n = counter[0]
-            if n % 25 == 0:
-                bar.update(
-                    job, completed=n, rate=f"{n / max(time.perf_counter() - start, 1e-9):,.0f} tasks/s"
-                )
+            ticker.tick()
             yield t
-        bar.update(
-            job,
-            completed=counter[0],
-            total=counter[0],
-            rate=f"{counter[0] / max(time.perf_counter() - start, 1e-9):,.0f} tasks/s",
-        )
+        ticker.total = counter[0]
+        ticker.done()
 
 
 @tasks_app.command("list")

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
 from arcscope.cli.app import app, console, err_console
-
-
-class OnError(StrEnum):
-    """What to do with an invalid task."""
-
-    raise_ = "raise"
-    skip = "skip"
+from arcscope.cli.options import OnError, OnErrorOpt
 
 
 @app.command("view")
@@ -30,9 +23,7 @@ def view(
     ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Show only the first N tasks."),
     title: str | None = typer.Option(None, "--title", help="Page title (default: names the spec)."),
-    on_error: OnError = typer.Option(
-        OnError.raise_, "--on-error", help="Stop at the first invalid task, or skip it."
-    ),
+    on_error: OnErrorOpt = OnError.raise_,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Write one self-contained HTML page of tasks, with predictions marked right or wrong."""

@@ -9,8 +9,7 @@ Names load lazily so ``import arcscope.datasets`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from arcscope._lazy import lazy_names
 
 _LAZY = {
     "DatasetError": "records",
@@ -19,8 +18,8 @@ _LAZY = {
     "read_records": "records",
     "record_hash": "records",
     "get_field": "records",
-    "StepReport": "report",
-    "report_path": "report",
+    "StepReport": "step_report",
+    "report_path": "step_report",
     "Expression": "expr",
     "TASK_PROPERTIES": "expr",
     "canonical_form": "canonical",
@@ -58,11 +57,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'arcscope.datasets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arcscope.datasets.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -28,9 +28,11 @@ from arcscope.datasets.records import (
     infer_schema,
     read_records,
 )
-from arcscope.datasets.report import Progress, StepReport, Ticker, config_dict, report_path
+from arcscope.datasets.step_report import StepReport, config_dict, report_path
 from arcscope.datasets.steps import _finish, make_config
 from arcscope.errors import ArcscopeError
+from arcscope.files import replace_dir
+from arcscope.progress import ProgressFn, Ticker
 from arcscope.tasks.sources import split_kind
 
 CARD_NAME = "README.md"
@@ -259,28 +261,19 @@ def _export_hf(src: str, path: Path, cfg: ExportConfig, recs, report: StepReport
                 for s in order
             }
         )
-        staged = work / "out"
-        dd.save_to_disk(str(staged))
-        name = cfg.name or path.name
-        card = dataset_card(
-            name, {s: counts[s] for s in order}, _field_types([r.data for r in head]), cfg, lineage(src)
-        )
-        (staged / CARD_NAME).write_text(card, encoding="utf-8")
-        (staged / SIDE_NAME).write_text(
-            json.dumps({"json_columns": json_cols, "name": name}, indent=2), encoding="utf-8"
-        )
-        del dd
-        if path.exists():
-            if not (path / "dataset_dict.json").exists() and any(path.iterdir()):
-                raise DatasetError(
-                    f"export: {path} exists and is not a dataset folder; refusing to replace it"
-                )
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(staged, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staged, path)
+        if path.exists() and not (path / "dataset_dict.json").exists() and any(path.iterdir()):
+            raise DatasetError(f"export: {path} exists and is not a dataset folder; refusing to replace it")
+        with replace_dir(path) as staged:
+            dd.save_to_disk(str(staged))
+            name = cfg.name or path.name
+            card = dataset_card(
+                name, {s: counts[s] for s in order}, _field_types([r.data for r in head]), cfg, lineage(src)
+            )
+            (staged / CARD_NAME).write_text(card, encoding="utf-8")
+            (staged / SIDE_NAME).write_text(
+                json.dumps({"json_columns": json_cols, "name": name}, indent=2), encoding="utf-8"
+            )
+            del dd
         report.figures = {
             "splits": {s: counts[s] for s in order},
             "json_columns": json_cols,
@@ -297,7 +290,7 @@ def export(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     **options: Any,
 ) -> StepReport:
     """Write records as JSONL, Parquet, or an HF ``datasets`` folder (one split per value of ``split_field``)."""
@@ -306,7 +299,7 @@ def export(
     fmt, path = _resolve(dst, cfg.format)
     report = StepReport("export", src, str(path), config_dict(cfg))
     skipped: Skipped = []
-    ticker = Ticker(progress)
+    ticker = Ticker(progress, "export")
     recs = read_records(src, on_error, skipped, limit=limit)
     if fmt == "hf":
         _export_hf(src, path, cfg, recs, report, ticker)

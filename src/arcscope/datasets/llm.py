@@ -48,8 +48,9 @@ from arcscope.datasets.records import (
     read_records,
     record_hash,
 )
-from arcscope.datasets.report import Progress, StepReport, Ticker, config_dict
+from arcscope.datasets.step_report import StepReport, config_dict
 from arcscope.datasets.steps import _fail_or_skip, _finish, make_config
+from arcscope.progress import ProgressFn, Ticker
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524})
 
@@ -272,10 +273,6 @@ class _Redactor:
 
 
 class _Fatal(Exception):
-    pass
-
-
-class _Transient(Exception):
     pass
 
 
@@ -570,7 +567,7 @@ def enrich(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     **options: Any,
 ) -> StepReport:
     """Ask the model about every record (the first ``limit`` for a trial) and add the parsed answer fields."""
@@ -587,7 +584,7 @@ def enrich(
     report = StepReport("enrich", src, dst, config_dict(cfg))
     report.config["endpoint"] = client.url
     skipped: Skipped = []
-    ticker = Ticker(progress, every=max(1, cfg.concurrency))
+    ticker = Ticker(progress, "enrich", every=max(1, cfg.concurrency))
     counters = _Counters()
     stop = threading.Event()
     worker = _Worker(cfg, client, cache, counters, stop)

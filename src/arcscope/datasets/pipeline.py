@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcscope.datasets.records import DatasetError, dumps, tmp_path
-from arcscope.datasets.report import StepReport
+from arcscope.datasets.records import DatasetError, dumps
+from arcscope.datasets.step_report import StepReport
+from arcscope.files import atomic_write_json
+from arcscope.progress import ProgressFn, relabel
 
 RUN_KEYS = ("on_error", "limit", "out")
 
@@ -188,16 +190,14 @@ def _input_fingerprint(spec: str) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = tmp_path(path)
-    tmp.write_text(json.dumps(json.loads(dumps(obj)), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, json.loads(dumps(obj)), indent=2, newline=True)
 
 
 def run_pipeline(
     pipeline: Pipeline | str | os.PathLike[str],
     *,
     force: bool = False,
-    progress: Callable[[str, int], None] | None = None,
+    progress: ProgressFn | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[StepOutcome]:
     """Run every step in order, skipping those finished with the same settings and input (unless ``force``)."""
@@ -252,7 +252,7 @@ def run_pipeline(
         done.unlink(missing_ok=True)
         if log:
             log(f"step {i} {st.name}: running -> {out}")
-        cb = (lambda n, name=st.name: progress(name, n)) if progress else None
+        cb = relabel(progress, f"step {i} {st.name}")
         if kind == "publish":
             export_out = next((o.output for o in reversed(outcomes) if registry[o.name][2] == "export"), None)
             if export_out is None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from arcscope.errors import ArcscopeError, SourceError, TaskFormatError
+from arcscope.files import AtomicFile, temp_name
 from arcscope.tasks.core import Task
 from arcscope.tasks.sources import parse_spec, split_kind
 
@@ -282,14 +283,6 @@ def _checked(items, on_error: str, skipped: Skipped | None, limit: int | None) -
             return
 
 
-def is_record_spec(spec: str | os.PathLike[str]) -> bool:
-    """True when ``spec`` names a JSONL / Parquet / HF source (records), not a task-only format."""
-    try:
-        return _kind_and_path(os.fspath(spec))[0] in RECORD_KINDS
-    except SourceError:
-        return False
-
-
 # ----------------------------------------------------------------------------------------------- writing
 
 WRITE_KINDS = ("jsonl", "parquet", "dir", "kaggle")
@@ -314,11 +307,6 @@ def _out_kind(spec: str) -> tuple[str, Path]:
     if kind not in WRITE_KINDS:
         raise SourceError(f"cannot write records to {spec!r}: choose one of {', '.join(WRITE_KINDS)}")
     return kind, path
-
-
-def tmp_path(path: Path) -> Path:
-    """The temporary name beside ``path`` that a writer fills before renaming it into place."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def infer_schema(rows: list[dict[str, Any]]):
@@ -450,9 +438,12 @@ class RecordWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.count = 0
         self._row_group_size = row_group_size
-        self._tmp = tmp_path(
-            self.path if self.kind in ("jsonl", "parquet") else self.path.with_suffix(".jsonl")
-        )
+        if self.kind in ("jsonl", "parquet"):
+            self._file: AtomicFile | None = AtomicFile(self.path)
+            self._tmp = self._file.tmp
+        else:  # a scratch JSONL file that tasks.save then turns into the folder or the Kaggle pair
+            self._file = None
+            self._tmp = self.path.with_name(temp_name(self.path.with_suffix(".jsonl").name))
 
     def __enter__(self) -> RecordWriter:
         if self.kind == "parquet":
@@ -483,8 +474,8 @@ class RecordWriter:
             else:
                 self._f.close()
             if exc_type is None:
-                if self.kind in ("jsonl", "parquet"):
-                    os.replace(self._tmp, self.path)
+                if self._file is not None:
+                    self._file.commit()
                 else:
                     self._save_tasks()
         finally:
@@ -506,7 +497,6 @@ __all__ = [
     "RecordWriter",
     "dumps",
     "get_field",
-    "is_record_spec",
     "read_records",
     "record_hash",
 ]

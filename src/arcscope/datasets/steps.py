@@ -2,7 +2,7 @@
 
 Each takes an input spec and an output spec, streams the records (memory follows the number of records only
 through a few bytes each, never their size), writes the output atomically, and returns a
-:class:`~arcscope.datasets.report.StepReport` that is also saved as ``OUTPUT.report.json``.
+:class:`~arcscope.datasets.step_report.StepReport` that is also saved as ``OUTPUT.report.json``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
+from arcscope.config import make_config as core_make_config
 from arcscope.datasets.canonical import SYMMETRIES, canonical_hash
 from arcscope.datasets.expr import compile_where
 from arcscope.datasets.records import (
@@ -28,36 +29,16 @@ from arcscope.datasets.records import (
     read_records,
     record_hash,
 )
-from arcscope.datasets.report import Progress, StepReport, Ticker, config_dict, report_path
+from arcscope.datasets.step_report import StepReport, config_dict, report_path
 from arcscope.datasets.tokens import PromptSpec, load_tokenizer_spec, prompt_token_counts
+from arcscope.progress import ProgressFn, Ticker
 
 C = TypeVar("C")
 
 
 def make_config(cls: type[C], config: C | dict[str, Any] | None, options: dict[str, Any]) -> C:
     """A step config from a config object or dict plus keyword overrides; unknown keys are a DatasetError."""
-    base: dict[str, Any] = {}
-    if isinstance(config, cls):
-        base = {f.name: getattr(config, f.name) for f in fields(cls)}  # type: ignore[arg-type]
-    elif isinstance(config, dict):
-        base = dict(config)
-    elif config is not None:
-        raise DatasetError(
-            f"{cls.__name__}: expected a {cls.__name__} or a dict, got {type(config).__name__}"
-        )
-    base.update({k: v for k, v in options.items()})
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(base) - names)
-    if unknown:
-        import difflib
-
-        hints = [difflib.get_close_matches(u, names, 1) for u in unknown]
-        said = ", ".join(
-            f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-            for u, h in zip(unknown, hints, strict=True)
-        )
-        raise DatasetError(f"{cls.__name__}: unknown setting(s) {said}; known: {sorted(names)}")
-    return cls(**base)
+    return core_make_config(cls, config, options, error=DatasetError)
 
 
 def _finish(report: StepReport, skipped: Skipped, ticker: Ticker, out: str | None) -> StepReport:
@@ -126,7 +107,7 @@ def filter_records(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     **options: Any,
 ) -> StepReport:
     """Keep the records for which every ``where`` expression is true."""
@@ -140,7 +121,7 @@ def filter_records(
     src, dst = os.fspath(source), os.fspath(out)
     report = StepReport("filter", src, dst, config_dict(cfg))
     skipped: Skipped = []
-    ticker = Ticker(progress)
+    ticker = Ticker(progress, "filter")
     recs = read_records(src, on_error, skipped, limit=limit)
     with RecordWriter(dst) as w:
         for chunk in _chunks(recs, cfg.batch_size if needs_tokens else 1024):
@@ -245,7 +226,7 @@ def dedupe(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     **options: Any,
 ) -> StepReport:
     """Keep one record per group of duplicates (the first, or the best by a field); report group sizes.
@@ -257,7 +238,7 @@ def dedupe(
     src, dst = os.fspath(source), os.fspath(out)
     report = StepReport("dedupe", src, dst, config_dict(cfg))
     skipped: Skipped = []
-    ticker = Ticker(progress)
+    ticker = Ticker(progress, "dedupe")
     keys = _Growing(np.uint64)
     scores = _Growing(np.float64)
     valid = _Growing(np.bool_)
@@ -413,7 +394,7 @@ def split(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     **options: Any,
 ) -> StepReport:
     """Assign each record a split by hash of its group, so duplicates and augmentations share a side.
@@ -426,7 +407,7 @@ def split(
     src, dst = os.fspath(source), os.fspath(out)
     report = StepReport("split", src, dst, config_dict(cfg))
     skipped: Skipped = []
-    ticker = Ticker(progress)
+    ticker = Ticker(progress, "split")
     counts = dict.fromkeys(fr, 0)
     per_file = "{split}" in dst
     writers = (

@@ -7,7 +7,6 @@ give the text (or chat messages) of one field. Prompts are tokenized in batches 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from arcscope.datasets.records import DatasetError, OnError, Skipped, read_records, tmp_path
-from arcscope.datasets.report import Progress, StepReport, Ticker, config_dict
+from arcscope.datasets.records import DatasetError, OnError, Skipped, read_records
+from arcscope.datasets.step_report import StepReport, config_dict
 from arcscope.datasets.steps import _chunks, _fail_or_skip, make_config
 from arcscope.datasets.tokens import PromptSpec, load_tokenizer_spec, prompt_token_counts
+from arcscope.files import atomic_path, atomic_write_json
+from arcscope.progress import ProgressFn, Ticker
 
 PERCENTILES = (50, 75, 90, 95, 99, 99.5, 99.9, 100)
 COVERAGE = (99, 99.5, 100)
@@ -108,11 +109,10 @@ def write_histogram(lengths: Any, stats: LengthStats, path: str | os.PathLike[st
     ax.set_title(title or f"{stats.n:,} prompts, median {stats.percentiles['50']:,} tokens")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    tmp = tmp_path(path)
-    # Fixed metadata: the same lengths give the same bytes.
-    fig.savefig(tmp, format="png", metadata={"Software": None})
+    with atomic_path(path) as tmp:
+        # Fixed metadata: the same lengths give the same bytes.
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -146,7 +146,7 @@ def lengths(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     **options: Any,
 ) -> StepReport:
     """Tokenize every prompt of ``source``; ``figures`` holds the :class:`LengthStats` (written as JSON/PNG)."""
@@ -160,7 +160,7 @@ def lengths(
         cfg_d["tokenizer"] = getattr(tok, "name_or_path", type(tok).__name__)
     report = StepReport("lengths", src, cfg.json_out, cfg_d)
     skipped: Skipped = []
-    ticker = Ticker(progress)
+    ticker = Ticker(progress, "lengths")
     out: list[int] = []
     for chunk in _chunks(read_records(src, on_error, skipped, limit=limit), cfg.batch_size):
         for counts in prompt_token_counts(chunk, tok, cfg.prompt):
@@ -183,9 +183,7 @@ def lengths(
     if cfg.json_out:
         p = Path(cfg.json_out)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path(p)
-        tmp.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, p)
+        atomic_write_json(p, report.to_json(), indent=2, default=str, newline=True)
     return report
 
 

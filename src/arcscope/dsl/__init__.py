@@ -17,10 +17,9 @@ Other entry points, not star-exported:
 
 from __future__ import annotations
 
-import importlib
 import types
-from typing import Any as _Any
 
+from arcscope._lazy import lazy_names
 from arcscope.dsl import arc_types as _types
 from arcscope.dsl import constants as _constants
 from arcscope.dsl import fast as _fast
@@ -64,11 +63,4 @@ _LAZY = {
     "ProgramError": "runner",
 }
 
-
-def __getattr__(name: str) -> _Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'arcscope.dsl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arcscope.dsl.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -114,7 +114,7 @@ def batch_objects(
     """Label the objects of many grids at once; ``backend`` is ``"numba"`` (CPU threads) or ``"torch"``.
 
     ``grids`` is a sequence of grids, or an already padded ``(uint8 [N, H, W], int [N, 2] shapes)`` pair
-    (as :func:`pack_grids` makes). ``device`` picks the torch device (default: cuda when available);
+    (as :func:`pack_grids` makes). ``device`` picks the torch device (default ``auto``: CUDA, else MPS, else CPU);
     ``parallel`` runs the numba backend on all cores (default: only from 2,048 grids on, since waking
     numba's thread pool costs milliseconds on a busy machine).
     """
@@ -156,14 +156,12 @@ def batch_objects(
 
 
 def _torch_device(device: str | None):
-    import torch
+    from arcscope.models.device import DeviceError, resolve_device
 
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BatchError(f"device {device!r} asked for, but torch sees no CUDA device; use device='cpu'")
-    return dev
+    try:
+        return resolve_device(device)
+    except DeviceError as e:
+        raise BatchError(str(e)) from None
 
 
 def _set_order_rank(first_pos, present):

@@ -1,7 +1,7 @@
 """Capture jobs over many tasks: the job description, length-bucketed batches, resume, the local runner."""
 
 from arcscope.engine.job import MODES, POSITIONS, JobConfig, JobConfigError, split_hooks
-from arcscope.engine.local import JobResult, LocalRunner, ProgressEvent, run_job
+from arcscope.engine.local import JobResult, LocalRunner, run_job
 from arcscope.engine.plan import Batch, Plan, WorkItem, build_plan, make_batches
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "split_hooks",
     "JobResult",
     "LocalRunner",
-    "ProgressEvent",
     "run_job",
     "Batch",
     "Plan",

@@ -6,24 +6,26 @@ fill it. Every field has a one-line docstring under it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from arcscope.errors import ArcscopeError
+from arcscope.capture.positions import POSITIONS
+from arcscope.config import Config, ConfigError, split_list
 
-POSITIONS = ("all", "cells", "test-input", "answer", "generated", "last")
 MODES = ("prefill", "generate")
+RUNNERS = ("local", "ray")
 
 
-class JobConfigError(ArcscopeError):
+class JobConfigError(ConfigError):
     """A job setting is invalid."""
 
 
 @dataclass
-class JobConfig:
+class JobConfig(Config):
     """Everything that decides what a capture job computes (and so what resume must reproduce)."""
+
+    config_error = JobConfigError
+    config_name = "job"
+    identity_exclude = ("out", "device", "commit_every", "runner", "workers", "ray_address")
 
     tasks: str = "arc1:evaluation"
     """Task source spec (see ``arcscope tasks --help``)."""
@@ -44,7 +46,7 @@ class JobConfig:
     seed: int = 0
     """Seed for augmentations and sampling."""
     max_tasks: int | None = 20
-    """Use at most this many tasks (after ordering); None for all."""
+    """Use at most this many tasks (after ordering); None or 0 for all."""
     order: str = "shortest"
     """Task order: shortest (by prompt length) or source."""
     teacher_forcing: bool = True
@@ -77,6 +79,12 @@ class JobConfig:
     """Store activations in this dtype (default: the model's)."""
     out: str = "runs/latest"
     """Output folder or fsspec URL: the store plus predictions and report."""
+    runner: str = "local"
+    """local (this process) or ray (model replicas as Ray actors; the same store as local)."""
+    workers: int = 2
+    """Model replicas with the ray runner."""
+    ray_address: str | None = None
+    """Ray cluster address for the ray runner (None: $RAY_ADDRESS or a local cluster)."""
 
     def validate(self) -> JobConfig:
         """Check every field; raise JobConfigError naming the field and the allowed values."""
@@ -101,59 +109,20 @@ class JobConfig:
             raise JobConfigError(f"order {self.order!r} is not shortest or source")
         if self.on_long not in ("skip", "fail"):
             raise JobConfigError(f"on_long {self.on_long!r} is not skip or fail")
+        if self.max_tasks == 0:
+            self.max_tasks = None
         if self.max_tasks is not None and self.max_tasks < 1:
-            raise JobConfigError("max_tasks must be >= 1")
+            raise JobConfigError("max_tasks must be >= 1 (or 0 / None for all)")
+        if self.runner not in RUNNERS:
+            raise JobConfigError(f"runner {self.runner!r} is not one of {', '.join(RUNNERS)}")
+        if self.workers < 1:
+            raise JobConfigError("workers must be >= 1")
         for name in ("batch_tokens", "max_batch", "shard_rows", "commit_every"):
             if getattr(self, name) < 1:
                 raise JobConfigError(f"{name} must be >= 1")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of all fields."""
-        return dataclasses.asdict(self)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that decide the job's output; a resumed job must match these exactly."""
-        d = self.to_dict()
-        for k in ("out", "device", "commit_every"):
-            d.pop(k)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> JobConfig:
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise JobConfigError(f"unknown job setting(s) {unknown}; known: {', '.join(sorted(known))}")
-        return cls(**d).validate()
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> JobConfig:
-        """Load a job from a YAML file."""
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise JobConfigError(f"{path}: cannot read job file: {e}") from None
-        if not isinstance(data, dict):
-            raise JobConfigError(f"{path}: a job file must be a mapping of settings")
-        return cls.from_dict(data)
-
 
 def split_hooks(text: str) -> list[str]:
     """Split a comma-separated hook list, keeping commas inside braces (``blocks.{0,3}.attn_out``)."""
-    out, depth, cur = [], 0, []
-    for ch in text:
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur).strip())
-    return [h for h in out if h]
+    return split_list(text)

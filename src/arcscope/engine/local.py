@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from arcscope.capture.positions import pad_items
 from arcscope.engine.job import JobConfig
-from arcscope.engine.plan import Batch, Plan, WorkItem, build_plan, pad_left
+from arcscope.engine.plan import Batch, Plan, WorkItem, build_plan
+from arcscope.files import atomic_write_text
+from arcscope.progress import ProgressFn, emit
 
 FORMAT = "arcscope-run/1"
 
@@ -40,39 +42,6 @@ class JobResult:
     def tokens_per_s(self) -> float:
         """Forward tokens (prompt and generated, no padding) per second of this run."""
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class ProgressEvent:
-    """Sent to the progress callback after each batch."""
-
-    batches_done: int
-    batches_total: int
-    tasks_done: int
-    tasks_total: int
-    tokens: int
-    seconds: float
-
-
-def _positions_mask(item: WorkItem, positions: list[str], total_len: int) -> np.ndarray:
-    """Bool mask over the item's prompt tokens (unpadded) for the requested position kinds."""
-    from arcscope.tasks.prompts import Role
-
-    cmap = item.cell_map
-    n = len(cmap.input_ids)
-    mask = np.zeros(total_len, dtype=bool)
-    for p in positions:
-        if p == "all":
-            mask[:n] = True
-        elif p == "cells":
-            mask[:n] |= cmap.row >= 0
-        elif p == "test-input":
-            mask[:n] |= cmap.role == Role.TEST_INPUT.code
-        elif p == "answer":
-            mask[:n] |= cmap.role == Role.ANSWER.code
-        elif p == "last":
-            mask[item.n_prompt - 1] = True
-    return mask
 
 
 def _index_rows(item: WorkItem, positions: np.ndarray, token_ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -111,10 +80,7 @@ class _PredictionFiles:
         """Write one commit's predictions atomically; return the file name."""
         name = f"{number:05d}.json"
         self.fs.makedirs(self.root, exist_ok=True)
-        tmp = f"{self.root}/.{name}.tmp"
-        with self.fs.open(tmp, "w") as f:
-            f.write(json.dumps(preds))
-        self.fs.mv(tmp, f"{self.root}/{name}")
+        atomic_write_text(f"{self.root}/{name}", json.dumps(preds), fs=self.fs)
         return name
 
     def read(self, names: list[str]) -> dict[str, dict]:
@@ -143,7 +109,7 @@ class LocalRunner:
         cfg: JobConfig,
         *,
         storage_options: dict | None = None,
-        on_progress: Callable[[ProgressEvent], None] | None = None,
+        progress: ProgressFn | None = None,
         resume: bool = True,
         overwrite: bool = False,
         loaded=None,
@@ -151,7 +117,7 @@ class LocalRunner:
     ):
         self.cfg = cfg.validate()
         self.storage_options = storage_options
-        self.on_progress = on_progress
+        self.progress = progress
         self.resume = resume and not overwrite  # overwrite wins: the old store is replaced, not continued
         self.overwrite = overwrite
         self._loaded = loaded
@@ -168,8 +134,7 @@ class LocalRunner:
 
         loaded = self._load_model()
         tasks = self._tasks if self._tasks is not None else load(self.cfg.tasks)
-        ctx = int(getattr(loaded.model.config, "max_position_embeddings", 2048) or 2048)
-        plan = build_plan(tasks, self.cfg, loaded.tokenizer, ctx)
+        plan = build_plan(tasks, self.cfg, loaded.tokenizer, loaded.context_length)
         return loaded, tasks, plan
 
     def _manifest_meta(self, loaded, sites) -> dict[str, Any]:
@@ -210,9 +175,9 @@ class LocalRunner:
         preds_dir = _PredictionFiles(self.cfg.out, self.storage_options)
         try:
             self._check_same_job(writer, meta)
-            progress = writer.progress or {}
-            done = set(progress.get("done_batches", []))
-            files = list(progress.get("prediction_files", []))
+            saved = writer.progress or {}
+            done = set(saved.get("done_batches", []))
+            files = list(saved.get("prediction_files", []))
             result.predictions = preds_dir.read(files)
             result.resumed_batches = len(done)
             if writer.complete:
@@ -229,9 +194,15 @@ class LocalRunner:
             tasks_total = len(task_items)
             pending: dict[str, dict] = {}
             since_commit = 0
-            if self.on_progress:  # show the bar (and what a resume already has) before the first batch
+            if self.progress:  # show the bar (and what a resume already has) before the first batch
                 done_tasks = sum(1 for n in task_items.values() if n == 0)
-                self.on_progress(ProgressEvent(len(done), len(plan.batches), done_tasks, tasks_total, 0, 0.0))
+                emit(
+                    self.progress,
+                    "batches",
+                    len(done),
+                    len(plan.batches),
+                    tasks=f"{done_tasks}/{tasks_total}",
+                )
             for batch, (acts, index, preds, ntok) in self._results(todo, loaded, sites):
                 if index is not None:
                     writer.add(acts, index)
@@ -249,17 +220,15 @@ class LocalRunner:
                     writer.commit({"done_batches": sorted(done), "prediction_files": files})
                     result.predictions.update(pending)
                     pending, since_commit = {}, 0
-                if self.on_progress:
+                if self.progress:
                     done_tasks = sum(1 for n in task_items.values() if n == 0)
-                    self.on_progress(
-                        ProgressEvent(
-                            len(done),
-                            len(plan.batches),
-                            done_tasks,
-                            tasks_total,
-                            result.tokens,
-                            time.perf_counter() - t0,
-                        )
+                    emit(
+                        self.progress,
+                        "batches",
+                        len(done),
+                        len(plan.batches),
+                        tasks=f"{done_tasks}/{tasks_total}",
+                        **{"tok/s": result.tokens / max(time.perf_counter() - t0, 1e-9)},
                     )
             writer.close(complete=True)
         except BaseException:
@@ -323,14 +292,11 @@ class LocalRunner:
         from arcscope.tasks.prompts import parse_response
 
         cfg = self.cfg
-        seqs = [np.asarray(it.cell_map.input_ids) for it in batch.items]
-        ids, attn = pad_left(seqs, pad_id)
+        ids, attn, keep, seqs = pad_items(batch.items, pad_id, cfg.positions)
         T = ids.shape[1]
-        keep = np.zeros((len(seqs), T), dtype=bool)
         predict = np.zeros((len(seqs), T), dtype=bool)
         for b, it in enumerate(batch.items):
             n = len(seqs[b])
-            keep[b, T - n :] = _positions_mask(it, cfg.positions, n)
             if n > it.n_prompt:
                 # logits at position p predict token p+1: the answer tokens are predicted from n_prompt-1..n-2
                 predict[b, T - n + it.n_prompt - 1 : T - 1] = True
@@ -407,14 +373,8 @@ class LocalRunner:
 
         cfg = self.cfg
         encoder = get_encoder(cfg.encoder)
-        seqs = [np.asarray(it.cell_map.input_ids)[: it.n_prompt] for it in batch.items]
-        ids, attn = pad_left(seqs, pad_id)
-        T = ids.shape[1]
-        pmask = np.zeros((len(seqs), T), dtype=bool)
-        prompt_positions = [p for p in cfg.positions if p != "generated"]
-        for b, it in enumerate(batch.items):
-            n = len(seqs[b])
-            pmask[b, T - n :] = _positions_mask(it, prompt_positions, n)
+        # generated positions are kept by the decoding loop; the mask covers the prompt
+        ids, attn, pmask, seqs = pad_items(batch.items, pad_id, cfg.positions, prompt_only=True)
         max_new = max(it.max_new_tokens for it in batch.items)
         eos = [
             t
@@ -468,9 +428,3 @@ class LocalRunner:
 def run_job(cfg: JobConfig, **kw) -> JobResult:
     """Run (or resume) a capture job locally."""
     return LocalRunner(cfg, **kw).run()
-
-
-def predictions_json(result: JobResult) -> str:
-    """The job's predictions as JSON (sorted by sample)."""
-    items = sorted(result.predictions.values(), key=lambda p: p["sample"])
-    return json.dumps(items)

@@ -51,13 +51,13 @@ class _Worker:
 
 
 class RayRunner(LocalRunner):
-    """Runs a job with ``workers`` model replicas on Ray; the driver writes the store."""
+    """Runs a job with ``workers`` model replicas on Ray (default: the job's); the driver writes the store."""
 
     def __init__(
         self,
         cfg: JobConfig,
         *,
-        workers: int = 2,
+        workers: int | None = None,
         address: str | None = None,
         gpus_per_worker: float | None = None,
         cpus_per_worker: float = 1,
@@ -65,8 +65,8 @@ class RayRunner(LocalRunner):
         **kw,
     ):
         super().__init__(cfg, **kw)
-        self.workers = workers
-        self.address = address
+        self.workers = cfg.workers if workers is None else workers
+        self.address = cfg.ray_address if address is None else address
         self.gpus_per_worker = gpus_per_worker
         self.cpus_per_worker = cpus_per_worker
         self.in_flight = max(1, in_flight)
@@ -141,8 +141,3 @@ class RayRunner(LocalRunner):
             for a in self._actors:
                 ray.kill(a)
             self._actors = []
-
-
-def run_job_ray(cfg: JobConfig, **kw) -> Any:
-    """Run (or resume) a capture job on Ray."""
-    return RayRunner(cfg, **kw).run()

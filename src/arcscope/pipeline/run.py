@@ -16,6 +16,8 @@ import numpy as np
 
 from arcscope.engine.job import JobConfig
 from arcscope.engine.local import JobResult, LocalRunner
+from arcscope.files import atomic_write_json, atomic_write_text
+from arcscope.progress import ProgressFn
 
 
 @dataclass
@@ -53,26 +55,16 @@ def attempts_from_predictions(predictions: dict[str, dict[str, Any]], max_attemp
     return out
 
 
-def _write_text(fs, path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with fs.open(tmp, "w") as f:
-        f.write(text)
-    fs.mv(tmp, path)
-
-
 def run(
     cfg: JobConfig,
     *,
-    on_progress=None,
+    progress: ProgressFn | None = None,
     resume: bool = True,
     overwrite: bool = False,
     storage_options: dict | None = None,
     report: bool = True,
-    runner: str = "local",
-    workers: int = 2,
-    ray_address: str | None = None,
 ) -> RunSummary:
-    """Run the main job end to end and write its files into ``cfg.out``."""
+    """Run the main job end to end (on ``cfg.runner``) and write its files into ``cfg.out``."""
     import fsspec
 
     from arcscope.tasks import load
@@ -82,21 +74,17 @@ def run(
     tasks = load(cfg.tasks)
     kw = dict(
         storage_options=storage_options,
-        on_progress=on_progress,
+        progress=progress,
         resume=resume,
         overwrite=overwrite,
         tasks=tasks,
     )
-    if runner == "ray":
+    if cfg.runner == "ray":
         from arcscope.engine.ray_runner import RayRunner
 
-        job_runner: LocalRunner = RayRunner(cfg, workers=workers, address=ray_address, **kw)
-    elif runner == "local":
-        job_runner = LocalRunner(cfg, **kw)
+        job_runner: LocalRunner = RayRunner(cfg, **kw)
     else:
-        from arcscope.engine.job import JobConfigError
-
-        raise JobConfigError(f"runner {runner!r} is not local or ray")
+        job_runner = LocalRunner(cfg, **kw)
     result = job_runner.run()
     attempts = attempts_from_predictions(result.predictions)
     scored = [t for t in tasks if t.id in attempts]
@@ -110,15 +98,15 @@ def run(
     files = {}
     preds_sorted = sorted(result.predictions.values(), key=lambda p: p["sample"])
     files["predictions"] = f"{root}/predictions.jsonl"
-    _write_text(fs, files["predictions"], "".join(json.dumps(p) + "\n" for p in preds_sorted))
+    atomic_write_text(files["predictions"], "".join(json.dumps(p) + "\n" for p in preds_sorted), fs=fs)
     files["submission"] = f"{root}/submission.json"
-    _write_text(fs, files["submission"], json.dumps(submission_dict(attempts)))
+    atomic_write_json(files["submission"], submission_dict(attempts), fs=fs)
     if report_obj is not None:
         files["score"] = f"{root}/score.json"
         payload = report_obj.to_dict()
         payload["mode"] = cfg.mode
         payload["teacher_forced"] = cfg.mode == "prefill"
-        _write_text(fs, files["score"], json.dumps(payload, indent=2))
+        atomic_write_json(files["score"], payload, indent=2, fs=fs)
     if report:
         from arcscope.report.run_report import render_run_report
 
@@ -131,5 +119,5 @@ def run(
             [t for t in tasks if t.id in attempts],
             storage_options=storage_options,
         )
-        _write_text(fs, files["report"], html)
+        atomic_write_text(files["report"], html, fs=fs)
     return RunSummary(result, report_obj, attempts, files)

@@ -5,10 +5,14 @@ Names are loaded lazily from their submodules so ``import arcscope.puzzles`` sta
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from arcscope._lazy import lazy_names
 
 _LAZY = {
+    # config.py
+    "ArcBuildConfig": "config",
+    "SudokuBuildConfig": "config",
+    "MazeBuildConfig": "config",
+    "BuildConfigError": "config",
     # layout.py
     "Metadata": "layout",
     "SetArrays": "layout",
@@ -46,11 +50,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'arcscope.puzzles' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arcscope.puzzles.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

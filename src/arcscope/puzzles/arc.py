@@ -21,14 +21,17 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcscope.config import make_config
 from arcscope.errors import ArcscopeError
+from arcscope.progress import ProgressFn, emit
+from arcscope.puzzles.config import ArcBuildConfig
 from arcscope.puzzles.layout import BLANK, DatasetWriter
 from arcscope.tasks.augment import (
     Augmentation,
@@ -142,22 +145,22 @@ def build_arc(
     out: str | os.PathLike[str],
     train: Sequence[str | TaskSet] = ("arc1:training",),
     evaluation: Sequence[str | TaskSet] = ("arc1:evaluation",),
+    config: ArcBuildConfig | dict[str, Any] | None = None,
     *,
-    num_aug: int = 1000,
-    seed: int = 42,
-    translate: bool = True,
-    retries_factor: int = 5,
-    limit: int | None = None,
-    on_error: str = "raise",
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> ArcBuildReport:
     """Build an HRM ARC dataset from task sources; see the module docstring for the rules.
 
     ``train`` sources put all their pairs in the train split; ``evaluation`` sources put their demonstration
     pairs in train and their test pairs in test. ``limit`` takes the first N tasks of each source (for quick
-    experiments). ``progress(done, total)`` is called after each task.
+    experiments). ``progress`` gets a "tasks" event after each task. ``config`` and keyword ``settings``
+    are :class:`~arcscope.puzzles.config.ArcBuildConfig` fields.
     """
+    cfg = make_config(ArcBuildConfig, config, settings)
+    num_aug, seed, translate, limit, on_error = cfg.num_aug, cfg.seed, cfg.translate, cfg.limit, cfg.on_error
+    retries_factor = cfg.retries_factor
     from arcscope.tasks import load
 
     if num_aug < 0:
@@ -219,8 +222,7 @@ def build_arc(
                     if puzzles:
                         writer.split(split).add_group(puzzles)
                 done += 1
-                if progress is not None:
-                    progress(done, total)
+                emit(progress, "tasks", done, total)
         for split in ("train", "test"):
             b = writer.split(split)
             report.puzzles[split] = b.n_puzzles

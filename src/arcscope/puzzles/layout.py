@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from arcscope.errors import ArcscopeError
+from arcscope.files import replace_dir
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 """The five arrays of every set, in HRM's file-name order ``SET__FIELD.npy``."""
@@ -466,9 +466,8 @@ class DatasetWriter:
         self.blank_identifier_id = blank_identifier_id
         self.dtype = np.dtype(dtype if dtype is not None else (np.uint8 if vocab_size <= 256 else np.int32))
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        # mkdir (not mkdtemp) so the folder gets the user's umask like any other output, not mode 0700.
-        self._tmp = self.out.parent / f".{self.out.name}.{uuid.uuid4().hex[:10]}.building"
-        self._tmp.mkdir()
+        self._swap = replace_dir(self.out)
+        self._tmp = self._swap.tmp
         self._splits: dict[str, SplitBuilder] = {}
 
     def split(self, name: str) -> SplitBuilder:
@@ -505,22 +504,13 @@ class DatasetWriter:
             (folder / METADATA_FILE).write_text(json.dumps(meta.to_json()))
         (self._tmp / IDENTIFIERS_FILE).write_text(json.dumps(list(identifiers)))
         (self._tmp / INFO_FILE).write_text(json.dumps(dict(info), indent=1, default=str))
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(self.out, old)
-            os.replace(self._tmp, self.out)
-            shutil.rmtree(old)
-        else:
-            os.replace(self._tmp, self.out)
-        return self.out
+        return self._swap.commit()
 
     def abort(self) -> None:
         """Drop everything written so far."""
         for b in self._splits.values():
             b.abort()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._swap.abort()
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -16,13 +16,15 @@ from __future__ import annotations
 import csv
 import os
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcscope.config import make_config
 from arcscope.errors import ArcscopeError
+from arcscope.progress import ProgressFn, emit, relabel
+from arcscope.puzzles.config import MazeBuildConfig
 from arcscope.puzzles.layout import BLANK, DatasetWriter
 from arcscope.tasks.augment import Dihedral
 
@@ -272,7 +274,7 @@ def generate_mazes(
     loops: float = 0.05,
     seed: int = 0,
     exclude: set[bytes] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct mazes ``(questions [count, size, size], answers)``, none of them in ``exclude``."""
     rng = np.random.default_rng(seed)
@@ -285,8 +287,7 @@ def generate_mazes(
         seen.add(q.tobytes())
         qs.append(q)
         ans.append(a)
-        if progress is not None:
-            progress(len(qs), count)
+        emit(progress, "mazes", len(qs), count)
     if not qs:
         return np.zeros((0, size, size), np.uint8), np.zeros((0, size, size), np.uint8)
     return np.stack(qs), np.stack(ans)
@@ -294,24 +295,21 @@ def generate_mazes(
 
 def build_maze(
     out: str | os.PathLike[str],
+    config: MazeBuildConfig | dict[str, Any] | None = None,
     *,
-    size: int = 30,
-    train: int = 1000,
-    test: int = 200,
-    min_path: int | None = None,
-    loops: float = 0.05,
-    aug: bool = False,
-    seed: int = 0,
-    train_csv: str | os.PathLike[str] | None = None,
-    test_csv: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Build a maze dataset in the HRM layout, generated or read from maze CSV files.
 
     ``aug`` adds the 8 dihedral transforms of each train maze to its group (HRM's ``--aug``). With CSV files,
-    ``train``/``test`` subsample them when smaller than the files.
+    ``train``/``test`` subsample them when smaller than the files. ``config`` and keyword ``settings`` are
+    :class:`~arcscope.puzzles.config.MazeBuildConfig` fields.
     """
+    cfg = make_config(MazeBuildConfig, config, settings)
+    size, train, test, min_path, loops, aug = cfg.size, cfg.train, cfg.test, cfg.min_path, cfg.loops, cfg.aug
+    seed, train_csv, test_csv = cfg.seed, cfg.train_csv, cfg.test_csv
     rng = np.random.default_rng(seed)
     source: dict[str, Any]
     if (train_csv is None) != (test_csv is None):
@@ -330,18 +328,20 @@ def build_maze(
         size = int(tq.shape[1])
         source = {"train_csv": str(train_csv), "test_csv": str(test_csv)}
     else:
-
-        def prog(split: str):
-            return None if progress is None else (lambda d, t: progress(split, d, t))
-
         kw = dict(min_path=min_path, loops=loops)
-        tq, ta = generate_mazes(train, size, seed=int(rng.integers(2**63)), progress=prog("train"), **kw)  # type: ignore[arg-type]
+        tq, ta = generate_mazes(
+            train,
+            size,
+            seed=int(rng.integers(2**63)),
+            progress=relabel(progress, "train mazes"),
+            **kw,  # type: ignore[arg-type]
+        )
         eq, ea = generate_mazes(
             test,
             size,
             seed=int(rng.integers(2**63)),
             exclude={q.tobytes() for q in tq},
-            progress=prog("test"),
+            progress=relabel(progress, "test mazes"),
             **kw,  # type: ignore[arg-type]
         )
         source = {"generated": True, "min_path": 2 * size if min_path is None else min_path, "loops": loops}

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcscope.config import make_config
 from arcscope.errors import ArcscopeError
+from arcscope.progress import ProgressFn, emit, relabel
+from arcscope.puzzles.config import SudokuBuildConfig
 from arcscope.puzzles.layout import BLANK, DatasetWriter
 
 BOXES: dict[int, tuple[int, int]] = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
@@ -421,7 +423,7 @@ def generate_many(
     seed: int = 0,
     min_guesses: int = 0,
     exclude: set[bytes] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct generated puzzles ``(boards [count, n, n], solutions)``, none of them in ``exclude``."""
     rng = np.random.default_rng(seed)
@@ -435,8 +437,7 @@ def generate_many(
         seen.add(key)
         boards.append(b)
         sols.append(s)
-        if progress is not None:
-            progress(len(boards), count)
+        emit(progress, "puzzles", len(boards), count)
     if not boards:
         return np.zeros((0, n, n), np.uint8), np.zeros((0, n, n), np.uint8)
     return np.stack(boards), np.stack(sols)
@@ -444,27 +445,24 @@ def generate_many(
 
 def build_sudoku(
     out: str | os.PathLike[str],
+    config: SudokuBuildConfig | dict[str, Any] | None = None,
     *,
-    n: int = 9,
-    train: int = 1000,
-    test: int = 200,
-    givens: int | None = None,
-    min_guesses: int = 0,
-    num_aug: int = 0,
-    seed: int = 0,
-    train_csv: str | os.PathLike[str] | None = None,
-    test_csv: str | os.PathLike[str] | None = None,
-    min_rating: int | None = None,
     overwrite: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Build a Sudoku dataset in the HRM layout, generated or read from sudoku-extreme CSV files.
 
     With ``train_csv``/``test_csv`` the puzzles come from those files (``train`` then subsamples the train
     file when smaller than it, as HRM's ``--subsample-size``); otherwise ``train`` and ``test`` distinct
     puzzles are generated (test puzzles never repeat a train puzzle). Each train puzzle gets ``num_aug``
-    HRM augmentations in its group; every puzzle uses the blank identifier 0, as in HRM.
+    HRM augmentations in its group; every puzzle uses the blank identifier 0, as in HRM. ``config`` and
+    keyword ``settings`` are :class:`~arcscope.puzzles.config.SudokuBuildConfig` fields.
     """
+    cfg = make_config(SudokuBuildConfig, config, settings)
+    n, train, test, givens, min_guesses = cfg.n, cfg.train, cfg.test, cfg.givens, cfg.min_guesses
+    num_aug, seed, min_rating = cfg.num_aug, cfg.seed, cfg.min_rating
+    train_csv, test_csv = cfg.train_csv, cfg.test_csv
     rng = np.random.default_rng(seed)
     if (train_csv is None) != (test_csv is None) and train_csv is None:
         raise SudokuError("give --train-csv together with --test-csv, or neither to generate puzzles")
@@ -483,12 +481,13 @@ def build_sudoku(
     else:
         _box(n)
         g = DEFAULT_GIVENS[n] if givens is None else givens
-
-        def prog(split: str):
-            return None if progress is None else (lambda d, t: progress(split, d, t))
-
         tb, ts = generate_many(
-            train, n, g, seed=int(rng.integers(2**63)), min_guesses=min_guesses, progress=prog("train")
+            train,
+            n,
+            g,
+            seed=int(rng.integers(2**63)),
+            min_guesses=min_guesses,
+            progress=relabel(progress, "train puzzles"),
         )
         eb, es = generate_many(
             test,
@@ -497,7 +496,7 @@ def build_sudoku(
             seed=int(rng.integers(2**63)),
             min_guesses=min_guesses,
             exclude={b.tobytes() for b in tb},
-            progress=prog("test"),
+            progress=relabel(progress, "test puzzles"),
         )
         source = {"generated": True, "givens": g, "min_guesses": min_guesses}
     with DatasetWriter(out, seq_len=n * n, vocab_size=n + 2, overwrite=overwrite) as writer:

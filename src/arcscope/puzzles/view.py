@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from arcscope.files import atomic_write_text
 from arcscope.puzzles.layout import PuzzleDataset, open_dataset
 from arcscope.report.html import ARC_PALETTE, escape, page, palette_legend
 
@@ -210,5 +211,5 @@ def write_view(
     html = page(title, body, css=_CSS, js=_JS, data=data)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    atomic_write_text(path, html)
     return path

@@ -5,8 +5,7 @@ Names are loaded lazily from their submodules so ``import arcscope.reasoning`` d
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from arcscope._lazy import lazy_names
 
 _LAZY = {
     # config.py
@@ -48,11 +47,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'arcscope.reasoning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arcscope.reasoning.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arcscope.models.device import resolve_dtype
 from arcscope.reasoning.config import HRMConfig
 from arcscope.reasoning.layers import (
     Attention,
@@ -39,17 +40,6 @@ from arcscope.reasoning.optim import CastedSparseEmbedding
 Recorder = Callable[[str, int, int, torch.Tensor], None]
 """Called as ``recorder(kind, h, l, state)`` with kind ``z_L`` (after L step ``l`` of H cycle ``h``) or ``z_H``
 (after H cycle ``h``, ``l`` = -1); ``state`` is ``[batch, positions, hidden]``."""
-
-
-def resolve_dtype(name: str, device: torch.device | str | None = None) -> torch.dtype:
-    """The compute dtype for a ``forward_dtype`` setting ('auto': bfloat16 on CUDA, float32 elsewhere)."""
-    if name == "auto":
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        return torch.bfloat16 if dev.type == "cuda" else torch.float32
-    dt = getattr(torch, name, None)
-    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
-        raise ValueError(f"forward_dtype must be 'auto', 'bfloat16', 'float16' or 'float32', got {name!r}")
-    return dt
 
 
 @dataclass

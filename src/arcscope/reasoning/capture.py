@@ -19,7 +19,7 @@ the canvas; -1 for padding, EOS and puzzle-embedding positions).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from arcscope.errors import ArcscopeError
+from arcscope.progress import ProgressFn, emit
 from arcscope.puzzles.layout import PuzzleDataset
 from arcscope.reasoning.act import ACTModel
 from arcscope.reasoning.data import eval_batches
@@ -150,17 +151,19 @@ def capture_to_store(
     max_examples: int | None = None,
     batch_size: int = 64,
     positions: str = "tokens",
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     overwrite: bool = False,
     storage_options: dict | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Write the recurrent states of ``split`` into the activation store at ``store``; see the module docstring.
 
     ``hooks`` picks a subset of :func:`hook_names` (default: all); ``positions`` is ``tokens`` (the sequence
-    positions of the puzzle) or ``all`` (also the puzzle-embedding prefix). Returns a summary.
+    positions of the puzzle) or ``all`` (also the puzzle-embedding prefix). ``device`` defaults to the
+    model's own. ``progress`` gets an "examples" event after each batch. Returns a summary.
     """
+    device = next(model.parameters()).device if device is None else device
     from arcscope.puzzles.arc import parse_puzzle_name
     from arcscope.store import StoreWriter
 
@@ -258,6 +261,5 @@ def capture_to_store(
                 rows_written += b * n_pos
             done += len(real)
             w.commit({"examples_done": done})
-            if progress is not None:
-                progress(done, n_total)
+            emit(progress, "examples", done, n_total)
     return {"store": str(store), "examples": done, "rows": rows_written, "hooks": chosen, "steps": steps}

@@ -28,6 +28,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from arcscope.errors import ModelError
+from arcscope.files import atomic_path, atomic_write_json
 from arcscope.reasoning.act import ACTModel
 from arcscope.reasoning.config import ARCHS, HRMConfig, TRMConfig
 
@@ -113,20 +114,11 @@ def save_checkpoint(
     p.mkdir(parents=True, exist_ok=True)
     sd = state_dict if state_dict is not None else model.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-    tmp = p / "model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": model.config.name})
-    apply_umask(tmp)
-    os.replace(tmp, p / "model.safetensors")
+    with atomic_path(p / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": model.config.name})
     cfg = {"format": FORMAT, "arch": asdict(model.config), "train": train_config or {}, **(extra or {})}
-    (p / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
+    atomic_write_json(p / "config.json", cfg, indent=1, default=str)
     return p
-
-
-def apply_umask(path: Path) -> None:
-    """Give a file the mode the user's umask asks for (safetensors creates files 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _arch_from_dict(obj: dict[str, Any], source: str) -> HRMConfig:

@@ -9,17 +9,15 @@ checked against the field's type; an unknown key raises :class:`ConfigError` wit
 
 from __future__ import annotations
 
-import difflib
 import os
-import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import yaml
 
-from arcscope.errors import ArcscopeError
+from arcscope import config as core
+from arcscope.config import Config, ConfigError
 
 __all__ = [
     "ConfigError",
@@ -27,7 +25,6 @@ __all__ = [
     "TRMConfig",
     "ArchConfig",
     "TrainConfig",
-    "arch_config",
     "PRESETS",
     "preset",
     "load_config",
@@ -35,13 +32,11 @@ __all__ = [
 ]
 
 
-class ConfigError(ArcscopeError):
-    """A config file or override names a key that does not exist or gives a value of the wrong type."""
-
-
 @dataclass
-class HRMConfig:
+class HRMConfig(Config):
     """HRM ACT v1: two recurrent transformer modules (H slow, L fast) with Q-learning halting."""
+
+    config_name = "architecture"
 
     name: str = "hrm"
     """Architecture: 'hrm' (this class) or 'trm'."""
@@ -105,6 +100,24 @@ class HRMConfig:
         """HRM trains q_continue with a bootstrapped target."""
         return False
 
+    @classmethod
+    def config_variant(cls, data: Mapping[str, Any], where: str) -> type[HRMConfig]:
+        """The architecture class that ``data['name']`` names (the config core asks before building)."""
+        name = str(data.get("name", cls.name))
+        if name not in ARCHS:
+            raise ConfigError(
+                f"{where}: unknown architecture arch.name={name!r}; choose one of {sorted(ARCHS)}"
+            )
+        return ARCHS[name]
+
+    @classmethod
+    def config_unknown_hint(cls, key: str, where: str, prefix: str) -> None:
+        """A TRM-only key given to HRM: say to switch the architecture."""
+        if cls is HRMConfig and key in {f.name for f in fields(TRMConfig)}:
+            raise ConfigError(
+                f"{where}: '{prefix}{key}' is a TRM setting; the architecture is hrm (set arch.name=trm)"
+            )
+
 
 @dataclass
 class TRMConfig(HRMConfig):
@@ -143,23 +156,11 @@ ArchConfig = HRMConfig | TRMConfig
 ARCHS: dict[str, type[HRMConfig]] = {"hrm": HRMConfig, "trm": TRMConfig}
 
 
-def arch_config(name: str, **values: Any) -> HRMConfig:
-    """The architecture config for ``name`` ('hrm' or 'trm') with ``values`` set."""
-    if name not in ARCHS:
-        raise ConfigError(f"unknown architecture {name!r}; choose one of {sorted(ARCHS)}")
-    cls = ARCHS[name]
-    known = {f.name for f in fields(cls)}
-    bad = sorted(set(values) - known)
-    if bad:
-        raise ConfigError(
-            _unknown_msg(f"arch.{bad[0]}", [f"arch.{k}" for k in known], "architecture " + name)
-        )
-    return cls(**{**values, "name": name})
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Training settings (defaults: the original cfg_pretrain.yaml) and the architecture under ``arch``."""
+
+    config_name = "config"
 
     arch: HRMConfig = field(default_factory=HRMConfig)
     """The model: HRMConfig or TRMConfig fields."""
@@ -220,107 +221,15 @@ class TrainConfig:
     project_name: str | None = None
     """W&B project name."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (arch nested) for YAML and JSON."""
-        d = asdict(self)
-        d["arch"] = asdict(self.arch)
-        return d
-
     def to_yaml(self) -> str:
         """The config as YAML (what `arcscope reasoning config` prints and checkpoints keep)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a dict (e.g. parsed YAML); unknown keys raise :class:`ConfigError` naming ``source``."""
-        if not isinstance(obj, Mapping):
-            raise ConfigError(f"{source}: a config is a mapping of keys to values, got {type(obj).__name__}")
-        obj = dict(obj)
-        arch_obj = obj.pop("arch", {}) or {}
-        if not isinstance(arch_obj, Mapping):
-            raise ConfigError(f"{source}: 'arch' must be a mapping, got {type(arch_obj).__name__}")
-        arch_obj = dict(arch_obj)
-        name = str(arch_obj.pop("name", "hrm"))
-        if name not in ARCHS:
-            raise ConfigError(
-                f"{source}: unknown architecture arch.name={name!r}; choose one of {sorted(ARCHS)}"
-            )
-        arch = _build(ARCHS[name], {**arch_obj, "name": name}, source, "arch.")
-        cfg = _build(cls, obj, source, "", skip=("arch",))
-        cfg.arch = arch
-        return cfg
-
-
-def _unknown_msg(key: str, valid: Iterable[str], where: str) -> str:
-    valid = sorted(valid)
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{where}: unknown config key '{key}'{hint} (keys: {', '.join(valid)})"
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    args = typing.get_args(tp)
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key, source)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{source}: bad value for '{key}'")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
-    return value
-
-
-def _build(cls: type, obj: Mapping[str, Any], source: str, prefix: str, skip: tuple[str, ...] = ()):
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if f.name not in skip}
-    kw = {}
-    for k, v in obj.items():
-        if k not in known:
-            if cls is HRMConfig and k in {f.name for f in fields(TRMConfig)}:
-                raise ConfigError(
-                    f"{source}: '{prefix}{k}' is a TRM setting; the architecture is hrm (set arch.name=trm)"
-                )
-            raise ConfigError(
-                _unknown_msg(
-                    prefix + str(k), [prefix + n for n in known] + [prefix + s for s in skip], source
-                )
-            )
-        kw[k] = _coerce(v, hints[k], prefix + k, source)
-    for name, f in known.items():
-        if name not in kw and f.default is MISSING and f.default_factory is MISSING:  # pragma: no cover
-            raise ConfigError(f"{source}: missing required key '{prefix}{name}'")
-    return cls(**kw)
+    def config_unknown_hint(cls, key: str, where: str, prefix: str) -> None:
+        """An architecture key given at the top level: say where it goes."""
+        if not prefix and key in {f.name for f in fields(TRMConfig)}:
+            raise ConfigError(f"{where}: '{key}' is an architecture key; write arch.{key}=VALUE")
 
 
 def apply_overrides(cfg: TrainConfig, overrides: Iterable[str], source: str = "override") -> TrainConfig:
@@ -329,41 +238,7 @@ def apply_overrides(cfg: TrainConfig, overrides: Iterable[str], source: str = "o
     ``arch.name=trm`` switches architecture: the arch section restarts from that architecture's defaults
     and the other ``arch.*`` overrides apply on top.
     """
-    top: dict[str, Any] = {}
-    arch_set: dict[str, Any] = {}
-    arch_name = cfg.arch.name
-    train_keys = [f.name for f in fields(TrainConfig) if f.name != "arch"]
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"{source}: '{item}' is not key=value (e.g. lr=3e-4 or arch.hidden_size=128)")
-        key, _, raw = item.partition("=")
-        key = key.strip().lstrip("+")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        parts = key.split(".")
-        if len(parts) == 2 and parts[0] == "arch":
-            if parts[1] == "name":
-                arch_name = str(value)
-            else:
-                arch_set[parts[1]] = value
-        elif len(parts) == 1 and key in train_keys:
-            top[key] = value
-        elif len(parts) == 1 and key in {f.name for f in fields(TRMConfig)}:
-            raise ConfigError(f"{source}: '{key}' is an architecture key; write arch.{key}={raw}")
-        else:
-            valid = train_keys + [f"arch.{f.name}" for f in fields(ARCHS.get(arch_name, TRMConfig))]
-            raise ConfigError(_unknown_msg(key, valid, source))
-    if arch_name not in ARCHS:
-        raise ConfigError(
-            f"{source}: unknown architecture arch.name={arch_name!r}; choose one of {sorted(ARCHS)}"
-        )
-    arch_base = asdict(cfg.arch) if arch_name == cfg.arch.name else asdict(ARCHS[arch_name]())
-    d = cfg.to_dict()
-    d.update(top)
-    d["arch"] = {**arch_base, **arch_set, "name": arch_name}
-    return TrainConfig.from_dict(d, source)
+    return core.apply_overrides(cfg, overrides, source)
 
 
 def _sudoku_tiny() -> TrainConfig:
@@ -415,14 +290,7 @@ def preset(name: str) -> TrainConfig:
 
 def load_config(path: str | os.PathLike[str]) -> TrainConfig:
     """Read a YAML config written by `arcscope reasoning config` (or by hand)."""
-    p = Path(path)
-    try:
-        obj = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from None
-    return TrainConfig.from_dict(obj or {}, str(p))
+    return TrainConfig.from_yaml(path)
 
 
 def with_data(
@@ -436,3 +304,63 @@ def with_data(
         num_puzzle_identifiers=num_puzzle_identifiers,
         batch_size=batch_size,
     )
+
+
+@dataclass
+class EvalConfig(Config):
+    """Settings of `arcscope reasoning eval` (the library's :func:`~arcscope.reasoning.evaluate.evaluate`)."""
+
+    config_name = "reasoning evaluation"
+
+    split: str = "test"
+    """Dataset split to evaluate."""
+    batch_size: int = 256
+    """Examples per forward pass, over all processes."""
+    max_batches: int | None = None
+    """Evaluate at most this many batches (None: the whole split)."""
+    ks: list[int] = field(default_factory=lambda: [1, 2])
+    """ARC: pass@k to report."""
+    adaptive: bool = False
+    """ARC: vote with the answers at the halting step instead of the last step."""
+    device: str = "auto"
+    """Where to load the model: auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps."""
+
+    def validate(self) -> EvalConfig:
+        """Check the counts."""
+        if self.batch_size < 1 or (self.max_batches is not None and self.max_batches < 1):
+            raise ConfigError(f"{self.config_name}: batch_size and max_batches must be >= 1")
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"{self.config_name}: ks must be one or more integers >= 1, got {self.ks}")
+        return self
+
+
+@dataclass
+class CaptureConfig(Config):
+    """Settings of `arcscope reasoning capture` (:func:`~arcscope.reasoning.capture.capture_to_store`)."""
+
+    config_name = "reasoning capture"
+
+    split: str = "test"
+    """Dataset split to run."""
+    hooks: list[str] | None = None
+    """Recurrent states to keep, e.g. z_H.1,z_L.1.1 (None: all)."""
+    steps: int | None = None
+    """ACT steps to run (None: halt_max_steps)."""
+    max_examples: int | None = None
+    """Capture at most this many examples (None: the whole split)."""
+    positions: str = "tokens"
+    """tokens (the puzzle's positions), or all (with the puzzle-embedding prefix)."""
+    batch_size: int = 64
+    """Examples per forward pass."""
+    device: str = "auto"
+    """Where to load the model: auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps."""
+
+    def validate(self) -> CaptureConfig:
+        """Check the counts and the positions."""
+        for name in ("steps", "max_examples", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{self.config_name}: {name} must be >= 1, got {v}")
+        if self.positions not in ("tokens", "all"):
+            raise ConfigError(f"{self.config_name}: positions must be tokens or all, got {self.positions!r}")
+        return self

@@ -14,7 +14,6 @@ broken by the mean halting confidence ``sigmoid(q_halt)``. pass@1/2/k and the of
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from arcscope.errors import ArcscopeError, DecodeError
+from arcscope.files import atomic_write_json
 from arcscope.puzzles.layout import PuzzleDataset, PuzzleSplit
 from arcscope.reasoning.act import ACTModel
 from arcscope.reasoning.data import eval_batches
@@ -84,13 +84,16 @@ def evaluate_split(
     split: PuzzleSplit,
     *,
     global_batch_size: int = 256,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     rank: int = 0,
     world_size: int = 1,
     max_batches: int | None = None,
     keep_predictions: bool = False,
 ) -> EvalResult:
-    """Run every test example for ``halt_max_steps`` ACT steps; token/exact accuracy, halting figures."""
+    """Run every test example for ``halt_max_steps`` ACT steps; token/exact accuracy, halting figures.
+
+    ``device`` (where batches go) defaults to the model's own device."""
+    device = next(model.parameters()).device if device is None else device
     was_training = model.training
     model.eval()
     max_steps = model.config.halt_max_steps
@@ -269,7 +272,7 @@ def evaluate(
     *,
     split: str = "test",
     global_batch_size: int = 256,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     max_batches: int | None = None,
     ks: tuple[int, ...] = (1, 2),
     adaptive: bool = False,
@@ -309,5 +312,5 @@ def evaluate(
     if out_dir is not None and rank == 0:
         p = Path(out_dir)
         p.mkdir(parents=True, exist_ok=True)
-        (p / "eval.json").write_text(json.dumps(res.to_dict(), indent=1))
+        atomic_write_json(p / "eval.json", res.to_dict(), indent=1)
     return res

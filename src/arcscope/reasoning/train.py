@@ -28,10 +28,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from arcscope.errors import ArcscopeError
+from arcscope.files import atomic_path, atomic_write_json
+from arcscope.models.device import resolve_device
+from arcscope.progress import ProgressFn, emit
 from arcscope.puzzles.layout import open_dataset
 from arcscope.reasoning.checkpoint import (
     CheckpointError,
-    apply_umask,
     build_model,
     load_state,
     save_checkpoint,
@@ -43,7 +45,7 @@ from arcscope.reasoning.evaluate import evaluate_split
 from arcscope.reasoning.losses import ACTLossHead
 from arcscope.reasoning.optim import AdamATan2, SparseEmbeddingSignSGD, cosine_with_warmup
 
-__all__ = ["TrainResult", "train", "resolve_device", "total_steps"]
+__all__ = ["TrainResult", "train", "total_steps"]
 
 
 @dataclass
@@ -58,18 +60,6 @@ class TrainResult:
     examples_per_second: float = 0.0
     model: Any = None
     """The trained model (current weights, not the EMA)."""
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> the local CUDA device when there is one, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ArcscopeError(
-            f"device {name!r} asked for, but CUDA is not available here; use device=cpu or auto"
-        )
-    return dev
 
 
 def total_steps(cfg: TrainConfig, total_groups: int, mean_puzzle_examples: float) -> int:
@@ -189,16 +179,19 @@ def train(
     cfg: TrainConfig,
     *,
     resume: bool | str | os.PathLike[str] = False,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
+    progress: ProgressFn | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.arch`` on ``cfg.data_path``; see the module docstring. ``resume`` takes True (latest) or a step folder."""
+    """Train ``cfg.arch`` on ``cfg.data_path``; see the module docstring. ``resume`` takes True (latest) or a step folder.
+
+    ``progress`` gets a "train" event every ``log_every`` steps; ``on_eval`` gets each evaluation's record.
+    """
     if not cfg.data_path:
         raise ConfigError("data_path is not set: pass --data DIR (a dataset from `arcscope puzzles build`)")
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, local_rank = _dist_setup()
     owns_group = owns_group and world > 1
-    device = resolve_device(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank=local_rank)
     ds = open_dataset(cfg.data_path)
     train_split = ds["train"]
     test_split = ds.splits.get("test")
@@ -289,10 +282,13 @@ def train(
         if ema is not None:
             tensors.update({f"raw.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
             tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.shadow.items()})
-        save_file(tensors, str(folder / "train_state.safetensors"))
-        apply_umask(folder / "train_state.safetensors")
-        (folder / "train_state.json").write_text(
-            json.dumps({"step": step, "epoch": math.floor(epoch), "optimizers": opt_meta}, default=float)
+        with atomic_path(folder / "train_state.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        # Written last: resume only picks folders that have it, so it marks a complete checkpoint.
+        atomic_write_json(
+            folder / "train_state.json",
+            {"step": step, "epoch": math.floor(epoch), "optimizers": opt_meta},
+            default=float,
         )
 
     log = _Logger(ckpt_dir, cfg, rank == 0)
@@ -390,8 +386,16 @@ def train(
                 }
                 result.last_train = rec
                 log.log(rec)
-                if on_step is not None and rank == 0:
-                    on_step({**rec, "total_steps": n_total})
+                if rank == 0:
+                    emit(
+                        progress,
+                        "train",
+                        step,
+                        n_total,
+                        loss=rec.get("train/lm_loss", 0.0),
+                        acc=rec.get("train/accuracy", 0.0),
+                        **{"ex/s": rec["train/examples_per_s"]},
+                    )
             if eval_every and step % eval_every == 0 and step < n_total:
                 run_eval(epoch)
                 if cfg.checkpoint_every_eval and rank == 0:

@@ -78,14 +78,6 @@ def encode_grid(grid: Any) -> str:
     return codes.tobytes()[:-1].decode("ascii")
 
 
-def decode_grid(text: str) -> np.ndarray:
-    """Inverse of :func:`encode_grid`: the uint8 grid encoded in ``text``."""
-    rows = text.split(ROW_SEP)
-    if not rows or any(len(r) != len(rows[0]) or not r.isdigit() for r in rows):
-        raise ValueError(f"not an encoded grid: {text[:40]!r}")
-    return np.array([[int(ch) for ch in r] for r in rows], dtype=np.uint8)
-
-
 def script_hash(js: str) -> str:
     """The CSP source (``'sha256-...'``) that allows exactly this inline script to run."""
     digest = hashlib.sha256(js.encode("utf-8")).digest()

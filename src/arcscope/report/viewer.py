@@ -8,12 +8,12 @@ status menu (all / correct / wrong / unscored) narrow the list; both can be set 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arcscope.files import atomic_write_text
 from arcscope.report.html import GRID_JS, encode_grid, escape, page, palette_legend
 from arcscope.tasks.core import Grid, Task, as_grid, grids_equal
 
@@ -369,15 +369,7 @@ def write_viewer(
     path = Path(path)
     text = render_viewer(tasks, predictions, title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed, so a browser reloading the page never sees half of it.
-    # (A plain open, not mkstemp, so the page gets the usual umask permissions rather than 0600.)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        # errors="replace": a task id with a lone surrogate (an undecodable file name) must not abort the page.
-        with open(tmp, "w", encoding="utf-8", errors="replace") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Atomic, so a browser reloading the page never sees half of it. errors="replace": a task id with a
+    # lone surrogate (an undecodable file name) must not abort the page.
+    atomic_write_text(path, text, errors="replace")
     return path

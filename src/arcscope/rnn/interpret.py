@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
+from arcscope.progress import ProgressFn, emit
 from arcscope.rnn.errors import RnnError
 from arcscope.rnn.model import ReluRNN, as_inputs, forward, trace
 from arcscope.rnn.tasks import Task, get_task, sample_inputs
@@ -117,13 +118,13 @@ def ablate(
     seed: int = 0,
     pairs: bool = True,
     sets: Sequence[Sequence[int]] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> AblationReport:
     """Zero each neuron (its hidden state at every step), then each pair, and measure the metric's drop.
 
     ``inputs`` default to ``n`` seeded standard-normal sequences; the targets come from the task's ground
-    truth. ``sets`` replaces the singles and pairs with the given neuron sets. ``on_progress(done, total)``
-    is called after each ablation.
+    truth. ``sets`` replaces the singles and pairs with the given neuron sets. ``progress`` gets an
+    "ablate" event after each ablation.
     """
     spec = _task_of(model, task)
     steps = model.require_seq_len()
@@ -139,8 +140,7 @@ def ablate(
     def run(neurons: Sequence[int]) -> Ablation:
         score = spec.score(forward(model, x, zero=neurons), y)
         done[0] += 1
-        if on_progress is not None:
-            on_progress(done[0], total)
+        emit(progress, "ablate", done[0], total)
         return Ablation(tuple(int(j) for j in neurons), score, spec.worse(baseline, score))
 
     if sets is not None:

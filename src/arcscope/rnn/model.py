@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from arcscope.files import atomic_open, atomic_write_json
 from arcscope.rnn.errors import CheckpointError, InputShapeError, RegionOverflowError
 from arcscope.rnn.tasks import Task, get_task
+from arcscope.rnn.zoo import zoo_model_path, zoo_path
 
 FORMAT = "arcscope.rnn/1"
 KEYS = ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "linear.weight")
@@ -377,8 +379,6 @@ def load(path: str | Path, *, seq_len: int | None = None, task: str | None = Non
     """
     p = Path(path)
     if not p.exists():
-        from arcscope.rnn.zoo import zoo_path
-
         zp = zoo_path(str(path))
         if zp is None:
             raise CheckpointError(
@@ -425,6 +425,11 @@ def load(path: str | Path, *, seq_len: int | None = None, task: str | None = Non
     return model_from_state_dict(sd, source=str(p), seq_len=seq_len, task=task, card=card)
 
 
+def load_zoo(task: str, hidden_size: int, seq_len: int) -> ReluRNN:
+    """Load the bundled model for ``task`` at H = ``hidden_size``, T = ``seq_len``."""
+    return load(zoo_model_path(task, hidden_size, seq_len))
+
+
 def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     """Write a safetensors file with a sorted header: the library's writer orders metadata at random."""
     header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
@@ -442,13 +447,11 @@ def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dic
         blobs.append(data)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # the format pads the header to 8-byte alignment with spaces
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(len(head).to_bytes(8, "little"))
         f.write(head)
         for data in blobs:
             f.write(data)
-    tmp.replace(path)
 
 
 def save(model: ReluRNN, path: str | Path, card: dict | None = None) -> Path:
@@ -467,6 +470,6 @@ def save(model: ReluRNN, path: str | Path, card: dict | None = None) -> Path:
         meta["name"] = str(card["name"])
     _write_safetensors(p, model.state_dict_numpy(), meta)
     if card:
-        card_path(p).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+        atomic_write_json(card_path(p), card, indent=2, newline=True)
     model.card = card
     return p

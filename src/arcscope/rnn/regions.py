@@ -17,7 +17,7 @@ Convention (as candle-mi's stoicheia): neuron ``j`` is *active* at step ``t`` wh
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arcscope.progress import ProgressFn, emit
 from arcscope.rnn.errors import EnumerationLimitError, InputShapeError, RegionOverflowError, RnnError
 from arcscope.rnn.model import CHUNK, ReluRNN, _overflow, as_inputs, forward, scan
 
@@ -566,7 +567,7 @@ def enumerate_regions(
     tol: float = 1e-9,
     samples: int = 4096,
     seed: int = 0,
-    on_progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> RegionSet:
     """Every realisable activation pattern of a small model, found exactly (not only those sampling hits).
 
@@ -574,7 +575,7 @@ def enumerate_regions(
     its cone has an interior point at depth > ``tol`` (normalised constraints, inputs in the unit box): a
     Gaussian sample already inside it, the parent's witness, or else a linear program. A pre-activation that
     is identically zero on a branch counts as active (the >= 0 convention) and adds no constraint.
-    ``on_progress(found, nodes)`` is called as the search goes. Refuses models with H*T > ``max_slots``.
+    ``progress`` gets "regions" events (found so far, with the nodes searched) as the search goes. Refuses models with H*T > ``max_slots``.
     """
     steps = model.require_seq_len(seq_len)
     hid = model.hidden_size
@@ -613,8 +614,8 @@ def enumerate_regions(
             hidden = rows * gates[t][:, None]
             if t == steps - 1:
                 found.append((gates, pts[0] if len(pts) else wit))
-                if on_progress is not None and len(found) % 64 == 0:
-                    on_progress(len(found), stats["nodes"])
+                if progress is not None and len(found) % 64 == 0:
+                    emit(progress, "regions", len(found), None, nodes=stats["nodes"])
                 continue
             nrows, nbound = step_rows(t + 1, hidden, bound * gates[t][:, None])
             stack.append((t + 1, 0, gates, cons, nrows, nbound, pts, wit))
@@ -648,8 +649,7 @@ def enumerate_regions(
         stack.extend(reversed(children))  # active branch explored first
     patterns = [ActivationPattern.from_array(g) for g, _ in found]
     witnesses = np.array([x for _, x in found]).reshape(len(found), steps)
-    if on_progress is not None:
-        on_progress(len(found), stats["nodes"])
+    emit(progress, "regions", len(found), None, nodes=stats["nodes"])
     return RegionSet(
         patterns,
         witnesses,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcscope.files import atomic_write_text
+from arcscope.report.html import escape, page
 from arcscope.rnn.interpret import ablate, probe
 from arcscope.rnn.model import ReluRNN, trace
 from arcscope.rnn.regions import RegionMap, classify_regions, region_linear_map
@@ -15,18 +16,16 @@ from arcscope.rnn.tasks import sample_inputs
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+# On top of the shared page styles (report.html.BASE_CSS): section headings, tables and the card rows.
+RNN_CSS = """
+main{max-width:1200px}
+h2{font-size:18px;margin-top:28px;border-bottom:1px solid var(--line);padding-bottom:4px}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.pat{font-family:ui-monospace,monospace}
-.grid{display:flex;flex-wrap:wrap;gap:18px}.card{border:1px solid #e4e4e4;border-radius:6px;padding:8px;max-width:520px}
-.muted{color:#777;font-size:12px}
+.cards{display:flex;flex-wrap:wrap;gap:18px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px;max-width:520px}
+.muted{color:var(--muted);font-size:12px}
 """
-
-
-def _esc(v: Any) -> str:
-    return html.escape(str(v))
 
 
 def _colour(v: float, vmax: float) -> str:
@@ -146,15 +145,12 @@ def build_report(
     region_map: RegionMap | None = None,
 ) -> str:
     """The HTML page as a string (regions from ``n`` seeded inputs unless ``region_map`` is given)."""
-    steps = model.require_seq_len()
-    x = sample_inputs(n, steps, seed=seed)
+    seq_len = model.require_seq_len()
+    x = sample_inputs(n, seq_len, seed=seed)
     rm = region_map if region_map is not None else classify_regions(model, x)
     card = model.card
-    title = f"{model.name}: {model.task or 'unknown task'}, H={model.hidden_size}, T={steps}"
-    out = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{_CSS}</style>"
-    ]
-    out.append(f"</head><body><h1>{_esc(title)}</h1>")
+    title = f"{model.name}: {model.task or 'unknown task'}, H={model.hidden_size}, T={seq_len}"
+    out = [f"<header class='page'><h1>{escape(title)}</h1></header><main>"]
     facts = [f"{model.n_params} parameters", f"{model.output_size} output(s)"]
     if card.get("metric"):
         facts.append(
@@ -162,25 +158,25 @@ def build_report(
         )
     if card.get("train_samples"):
         facts.append(f"trained on {card['train_samples']:,} sequences, seed {card.get('seed')}")
-    out.append(f"<p>{_esc(' · '.join(facts))}</p>")
+    out.append(f"<p>{escape(' · '.join(facts))}</p>")
 
     out.append("<h2>Linear regions</h2>")
     out.append(
         f"<p>{len(rm):,} distinct activation patterns among {rm.total_inputs:,} standard-normal inputs "
-        f"(of 2<sup>{model.hidden_size * steps}</sup> possible). The top {min(top, len(rm))} hold "
+        f"(of 2<sup>{model.hidden_size * seq_len}</sup> possible). The top {min(top, len(rm))} hold "
         f"{rm.coverage(top):.1%} of the inputs.</p>"
     )
     out.append(histogram_svg(rm.counts, rm.total_inputs))
     out.append("<h2>Top regions and their exact linear maps</h2>")
     out.append(
         "<p class='muted'>In a region the network is <i>output = A x</i>; each heat map is A (rows: outputs, "
-        "columns: input steps). Pattern: one group per step, 1 = neuron active.</p><div class='grid'>"
+        "columns: input steps). Pattern: one group per step, 1 = neuron active.</p><div class='cards'>"
     )
     for r in rm.top(top):
         a = region_linear_map(model, r.pattern)
         out.append(
             f"<div class='card'><div><b>region {r.index}</b> · {r.count:,} inputs ({r.count / rm.total_inputs:.2%})</div>"
-            f"<div class='pat'>{_esc(r.pattern)}</div>{heatmap_svg(a)}</div>"
+            f"<div class='pat'>{escape(r.pattern)}</div>{heatmap_svg(a)}</div>"
         )
     out.append("</div>")
 
@@ -191,7 +187,7 @@ def build_report(
         " ".join(
             f"<span style='color:{_PALETTE[j % len(_PALETTE)]}'>h{j}</span>" for j in range(model.hidden_size)
         )
-        + "</p><div class='grid'>"
+        + "</p><div class='cards'>"
     )
     xs = x[:samples]
     tr = trace(model, xs)
@@ -205,7 +201,7 @@ def build_report(
             label += f", answer {float(truth[i]):.3f}" if truth is not None else ""
         seq = "[" + ", ".join(f"{v:.2f}" for v in xs[i]) + "]"
         out.append(
-            f"<div class='card'><div class='muted'>input {i}: {_esc(seq)} · {label}</div>"
+            f"<div class='card'><div class='muted'>input {i}: {escape(seq)} · {label}</div>"
             f"{trace_svg(xs[i], tr.hidden[i])}</div>"
         )
     out.append("</div>")
@@ -219,8 +215,8 @@ def build_report(
     for p in pr.neurons:
         ru = f"{p.runner_up[0]} ({p.runner_up[1]:+.2f})" if p.runner_up else ""
         out.append(
-            f"<tr><td>{p.neuron}</td><td>{_esc(p.role)}</td><td class='pat'>{_esc(p.feature)}</td>"
-            f"<td class='n'>{p.correlation:+.3f}</td><td class='n'>{p.active_fraction:.0%}</td><td>{_esc(ru)}</td></tr>"
+            f"<tr><td>{p.neuron}</td><td>{escape(p.role)}</td><td class='pat'>{escape(p.feature)}</td>"
+            f"<td class='n'>{p.correlation:+.3f}</td><td class='n'>{p.active_fraction:.0%}</td><td>{escape(ru)}</td></tr>"
         )
     out.append("</table>")
 
@@ -246,13 +242,13 @@ def build_report(
                     f"<td class='n'>{a.interaction:+.4f}</td></tr>"
                 )
             out.append("</table>")
-    out.append("</body></html>\n")
-    return "".join(out)
+    out.append("</main>")
+    return page(title, "".join(out), css=RNN_CSS)
 
 
 def write_report(model: ReluRNN, path: str | Path, **kwargs: Any) -> Path:
     """Write :func:`build_report` to ``path`` (parents created)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(build_report(model, **kwargs), encoding="utf-8")
+    atomic_write_text(p, build_report(model, **kwargs))
     return p

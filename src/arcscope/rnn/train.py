@@ -5,67 +5,23 @@ chosen model's metric measured on a separate held-out test set."""
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
 
 import arcscope
-from arcscope.rnn.errors import RnnError
+from arcscope.progress import Progress, ProgressFn, emit
+from arcscope.rnn.config import TrainConfig
 from arcscope.rnn.model import ReluRNN, evaluate
 from arcscope.rnn.tasks import get_task, make_dataset, sample_inputs
+from arcscope.rnn.zoo import zoo_name
 
 # Fixed data seeds for the validation and test sets: disjoint from every training stream (which use
 # SeedSequence([seed, step-stream])) and the same for every seed tried, so the seeds compete on equal terms.
 VAL_SEED = 2**40 + 1
 TEST_SEED = 2**40 + 2
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run; the same config and seed give the same bytes."""
-
-    task: str = "second-argmax"
-    """Task name: second-argmax, argmax, argmedian or median."""
-    hidden_size: int = 4
-    """H, the number of hidden neurons."""
-    seq_len: int = 3
-    """T, the input sequence length."""
-    steps: int = 8192
-    """Gradient steps per seed (AlgZoo uses 2^20 steps of 1024; a few thousand suffice for small models)."""
-    batch_size: int = 1024
-    """Fresh sequences per step."""
-    lr_base: float = 0.04
-    """Base learning rate; the rate used is lr_base / sqrt(H), as in AlgZoo."""
-    weight_decay: float = 0.001
-    """AdamW weight decay."""
-    warmup_steps: int | None = None
-    """Linear warmup length; None means steps // 16 (AlgZoo's 2^14 of 2^20)."""
-    decay_min_mult: float = 0.01
-    """The learning rate decays exponentially to this multiple of its peak, reached at the last step."""
-    seed: int = 0
-    """First seed; seeds seed .. seed + seeds - 1 are tried."""
-    seeds: int = 1
-    """Train this many seeds and keep the best on the validation set."""
-    discrete: bool = False
-    """Integer inputs in 0..T-1 instead of standard normal ones."""
-    val_samples: int = 1 << 15
-    """Validation sequences used to choose among seeds."""
-    test_samples: int = 1 << 17
-    """Held-out sequences on which the chosen model's metric is reported."""
-
-    def validate(self) -> None:
-        """Raise on settings that cannot train."""
-        spec = get_task(self.task)
-        if self.hidden_size < 1:
-            raise RnnError(f"hidden_size must be >= 1, got {self.hidden_size}")
-        spec.check_seq_len(self.seq_len)
-        for name in ("steps", "batch_size", "seeds", "val_samples", "test_samples"):
-            if getattr(self, name) < 1:
-                raise RnnError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr_base <= 0:
-            raise RnnError(f"lr_base must be > 0, got {self.lr_base}")
 
 
 @dataclass
@@ -112,25 +68,25 @@ def train_command(cfg: TrainConfig) -> str:
     return shlex.join(cmd)
 
 
-def zoo_name(task: str, hidden_size: int, seq_len: int) -> str:
-    """The canonical name of a model: ``second-argmax-h4-t3``."""
-    return f"{get_task(task).name}-h{hidden_size}-t{seq_len}"
+PROGRESS_EVERY = 64
+"""Training steps between progress events (reading the loss costs a sync, so not every step)."""
 
 
-def train_seed(
-    cfg: TrainConfig, seed: int, *, on_step: Callable[[int, float], None] | None = None
-) -> ReluRNN:
-    """Train one model with ``seed`` (weights init and the training data stream) on one CPU thread."""
+def train_seed(cfg: TrainConfig, seed: int, *, progress: ProgressFn | None = None) -> ReluRNN:
+    """Train one model with ``seed`` (weights init and the training data stream) on one CPU thread.
+
+    ``progress`` gets "train seed N" events (steps done, with the loss) every ``PROGRESS_EVERY`` steps.
+    """
     threads = torch.get_num_threads()
     # One thread: tiny matmuls gain nothing from more, and a fixed thread count keeps the bytes reproducible.
     torch.set_num_threads(1)
     try:
-        return _train_seed(cfg, seed, on_step)
+        return _train_seed(cfg, seed, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_seed(cfg: TrainConfig, seed: int, on_step: Callable[[int, float], None] | None) -> ReluRNN:
+def _train_seed(cfg: TrainConfig, seed: int, progress: ProgressFn | None) -> ReluRNN:
     spec = get_task(cfg.task)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -160,16 +116,20 @@ def _train_seed(cfg: TrainConfig, seed: int, on_step: Callable[[int, float], Non
         loss.backward()
         opt.step()
         sched.step()
-        if on_step is not None:
-            on_step(step, float(loss.detach()))
+        if progress is not None and ((step + 1) % PROGRESS_EVERY == 0 or step == cfg.steps - 1):
+            emit(progress, f"train seed {seed}", step + 1, cfg.steps, seed=seed, loss=float(loss.detach()))
     model.eval()
     return model
 
 
-def train(cfg: TrainConfig, *, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+def _shift(progress: ProgressFn, label: str, offset: int, total: int, ev: Progress) -> None:
+    progress(replace(ev, label=label, done=offset + ev.done, total=total))
+
+
+def train(cfg: TrainConfig, *, progress: ProgressFn | None = None) -> TrainResult:
     """Train ``cfg.seeds`` seeds, keep the best on validation, and write its card (held-out metric included).
 
-    ``on_step(seed_index, step, loss)`` is called after every step.
+    ``progress`` gets "train NAME" events (steps over all seeds, with the seed and its loss).
     """
     cfg.validate()
     spec = get_task(cfg.task)
@@ -177,10 +137,14 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int, int, float], None] | None
     better = max if spec.kind == "classification" else min
     scores: dict[int, float] = {}
     models: dict[int, ReluRNN] = {}
+    label = f"train {zoo_name(spec.name, cfg.hidden_size, cfg.seq_len)}"
     for i in range(cfg.seeds):
         seed = cfg.seed + i
-        cb = (lambda s, loss, i=i: on_step(i, s, loss)) if on_step else None
-        models[seed] = train_seed(cfg, seed, on_step=cb)
+        # One bar over all seeds: steps of earlier seeds count towards this one's.
+        shifted = None
+        if progress is not None:
+            shifted = partial(_shift, progress, label, i * cfg.steps, cfg.seeds * cfg.steps)
+        models[seed] = train_seed(cfg, seed, progress=shifted)
         scores[seed] = evaluate(models[seed], x_val, y_val)
     best = better(scores, key=lambda s: (scores[s], -s))
     model = models[best]

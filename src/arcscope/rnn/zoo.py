@@ -1,24 +1,37 @@
-"""The bundled zoo: small trained checkpoints (safetensors + JSON card) shipped inside the package."""
+"""The bundled zoo: small trained checkpoints (safetensors + JSON card) shipped inside the package.
+
+This module only names and finds zoo models; loading lives beside ``model.load`` (``load_zoo``) and the
+builder that trains and writes the zoo is ``bench/build_rnn_zoo.py``, so nothing here imports the model.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from arcscope.rnn.errors import CheckpointError
 from arcscope.rnn.tasks import get_task
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 
+
+class ZooSpec(NamedTuple):
+    """One bundled model to train: task, H (hidden size) and T (sequence length)."""
+
+    task: str
+    hidden_size: int
+    seq_len: int
+
+
 # The bundled models: `arcscope rnn train --task TASK --hidden H --seq-len T --seeds 3 --steps 8192` for each
-# (build_zoo runs exactly that; each card's "command" field repeats it).
-ZOO_SPEC: list[tuple[str, int, int]] = (
-    [("second-argmax", h, t) for h in (2, 4, 8, 16) for t in (2, 3, 5, 10)]
-    + [("second-argmax", 3, 3)]
-    + [("argmedian", h, t) for h in (4, 8) for t in (3, 5)]
-    + [("median", h, t) for h in (4, 8) for t in (3, 5)]
+# (bench/build_rnn_zoo.py runs exactly that; each card's "command" field repeats it).
+ZOO_SPEC: list[ZooSpec] = (
+    [ZooSpec("second-argmax", h, t) for h in (2, 4, 8, 16) for t in (2, 3, 5, 10)]
+    + [ZooSpec("second-argmax", 3, 3)]
+    + [ZooSpec("argmedian", h, t) for h in (4, 8) for t in (3, 5)]
+    + [ZooSpec("median", h, t) for h in (4, 8) for t in (3, 5)]
 )
 
 
@@ -39,6 +52,11 @@ class ZooEntry:
     def score(self) -> float:
         """The held-out metric recorded in the card (accuracy, or RMSE for median)."""
         return float(self.card[self.card["metric"]])
+
+
+def zoo_name(task: str, hidden_size: int, seq_len: int) -> str:
+    """The canonical name of a model: ``second-argmax-h4-t3``."""
+    return f"{get_task(task).name}-h{hidden_size}-t{seq_len}"
 
 
 def zoo(folder: str | Path | None = None) -> list[ZooEntry]:
@@ -65,44 +83,14 @@ def zoo_path(name: str) -> Path | None:
     return p if p.exists() else None
 
 
-def load_zoo(task: str, hidden_size: int, seq_len: int):
-    """Load the bundled model for ``task`` at H = ``hidden_size``, T = ``seq_len``."""
-    from arcscope.rnn.model import load
-    from arcscope.rnn.train import zoo_name
-
+def zoo_model_path(task: str, hidden_size: int, seq_len: int) -> Path:
+    """The checkpoint of the bundled model for ``task`` at H, T; a clear error naming what exists if none."""
     name = zoo_name(task, hidden_size, seq_len)
     p = zoo_path(name)
     if p is None:
+        task_name = get_task(task).name
         have = ", ".join(
-            f"h{e.card['hidden_size']}-t{e.card['seq_len']}" for e in zoo() if e.task == get_task(task).name
+            f"h{e.card['hidden_size']}-t{e.card['seq_len']}" for e in zoo() if e.task == task_name
         )
-        raise CheckpointError(
-            f"no bundled model {name}; the zoo has for {get_task(task).name}: {have or 'none'}"
-        )
-    return load(p)
-
-
-def build_zoo(
-    folder: str | Path | None = None,
-    *,
-    steps: int = 8192,
-    seeds: int = 3,
-    only_missing: bool = False,
-    on_model: Callable[[str, dict], None] | None = None,
-) -> list[Path]:
-    """Train every ZOO_SPEC model as `arcscope rnn train ... --seeds 3 --steps 8192` does and save it."""
-    from arcscope.rnn.model import save
-    from arcscope.rnn.train import TrainConfig, train, zoo_name
-
-    root = Path(folder) if folder else ZOO_DIR
-    written = []
-    for task, hid, steps_t in ZOO_SPEC:
-        path = root / f"{zoo_name(task, hid, steps_t)}.safetensors"
-        if only_missing and path.exists() and path.with_suffix(".json").exists():
-            continue
-        cfg = TrainConfig(task=task, hidden_size=hid, seq_len=steps_t, steps=steps, seeds=seeds)
-        result = train(cfg)
-        written.append(save(result.model, path, result.card))
-        if on_model is not None:
-            on_model(path.stem, result.card)
-    return written
+        raise CheckpointError(f"no bundled model {name}; the zoo has for {task_name}: {have or 'none'}")
+    return p

@@ -5,13 +5,14 @@ arcscope or SAELens SAE folders; ``evaluate(sae, store)`` measures reconstructio
 ``latent_stats`` / ``rank_latents`` find latents by grid property; ``write_dashboard`` builds the HTML site.
 """
 
-import importlib
-from typing import Any as _Any
+from arcscope._lazy import lazy_names
 
 # Names resolve on first use, so importing a light submodule (``arcscope.sae.config``, e.g. for the CLI's
 # option defaults) does not pull in torch and the whole package.
 _LAZY = {
     "ARCHS": "config",
+    "DashboardConfig": "config",
+    "EvalConfig": "config",
     "SAEError": "config",
     "TrainConfig": "config",
     "make_dashboard": "dashboard",
@@ -33,7 +34,6 @@ _LAZY = {
     "SAEConfig": "model",
     "SparseAutoencoder": "model",
     "geometric_median": "model",
-    "StepEvent": "train",
     "TrainResult": "train",
     "train_sae": "train",
 }
@@ -41,12 +41,13 @@ _LAZY = {
 
 __all__ = [
     "ARCHS",
+    "DashboardConfig",
+    "EvalConfig",
     "LatentStats",
     "ModelSource",
     "SAEConfig",
     "SAEError",
     "SparseAutoencoder",
-    "StepEvent",
     "StoreSource",
     "TrainConfig",
     "TrainResult",
@@ -67,15 +68,4 @@ __all__ = [
     "write_dashboard",
 ]
 
-
-def __getattr__(name: str) -> _Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'arcscope.sae' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arcscope.sae.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

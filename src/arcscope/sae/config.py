@@ -1,22 +1,15 @@
 """Training settings: one dataclass, one source of defaults, one line of help under every field.
 
-The CLI's options and ``KEY=VALUE`` overrides, YAML files and Python callers all fill :class:`TrainConfig`;
-:func:`field_help` reads the docstring under a field so help text is written once.
+The CLI's options and ``KEY=VALUE`` overrides, YAML files and Python callers all fill :class:`TrainConfig`
+through the config core (:mod:`arcscope.config`).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
 import math
-import types
-import typing
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
+from arcscope.config import Config
 from arcscope.errors import ArcscopeError
 
 ARCHS = ("relu", "topk", "batchtopk", "jumprelu")
@@ -28,8 +21,13 @@ class SAEError(ArcscopeError, ValueError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that decides what an SAE training run computes (and so what resume must match)."""
+
+    config_error = SAEError
+    config_name = "SAE training"
+    identity_exclude = ("prefetch", "verify", "on_damaged", "device", "checkpoint_every")
+    identity_exclude += ("keep_checkpoints", "log_every")  # how a run is watched, not what it computes
 
     arch: str = "topk"
     """Architecture: relu (ReLU + L1), topk, batchtopk or jumprelu."""
@@ -105,7 +103,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every field; raise SAEError naming the field and the allowed values."""
         if isinstance(self.adam_betas, list):
-            self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+            self.adam_betas = tuple(self.adam_betas)
         choices = {
             "arch": ARCHS,
             "normalize": ("mean_norm", "none"),
@@ -150,101 +148,60 @@ class TrainConfig:
         """The Adam learning rate for ``d_sae`` latents."""
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of all fields."""
-        d = dataclasses.asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
 
-    def identity(self) -> dict[str, Any]:
-        """The fields a resumed run must share with the run it continues."""
-        d = self.to_dict()
-        for k in ("prefetch", "verify", "on_damaged", "device", "checkpoint_every", "keep_checkpoints"):
-            d.pop(k)
-        d.pop("log_every")
-        return d
+@dataclass
+class EvalConfig(Config):
+    """Settings of an SAE evaluation (`arcscope sae eval`)."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SAEError(f"unknown training setting(s) {unknown}; known: {', '.join(sorted(known))}")
-        return cls(**d).validate()
+    config_error = SAEError
+    config_name = "SAE evaluation"
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Load settings from a YAML file."""
-        import yaml
+    rows: int | None = 65536
+    """Rows to measure reconstruction on (None or 0: all)."""
+    batch_size: int = 4096
+    """Rows per forward pass of the SAE."""
+    downstream: bool = True
+    """Also splice the SAE into the model: cross-entropy increase, CE recovered and KL."""
+    prompts: int = 4
+    """Prompts for the downstream loss."""
+    device: str = "auto"
+    """Device for the model and the SAE: auto, cpu, cuda, cuda:N or mps."""
 
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise SAEError(f"{path}: cannot read training config: {e}") from None
-        if not isinstance(data, dict):
-            raise SAEError(f"{path}: a training config must be a mapping of settings")
-        return cls.from_dict(data)
-
-    def with_overrides(self, items: list[str]) -> TrainConfig:
-        """A copy with ``KEY=VALUE`` strings applied (values parsed by the field's type)."""
-        updates = {}
-        types_ = typing.get_type_hints(TrainConfig)
-        for item in items:
-            key, sep, text = item.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or key not in types_:
-                known = ", ".join(sorted(types_))
-                raise SAEError(f"override {item!r} is not KEY=VALUE with a known key; keys: {known}")
-            updates[key] = parse_value(text.strip(), types_[key], key)
-        return dataclasses.replace(self, **updates).validate()
+    def validate(self) -> EvalConfig:
+        """Check the counts."""
+        if self.rows == 0:
+            self.rows = None
+        for name in ("rows", "batch_size", "prompts"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SAEError(f"{name} must be >= 1, got {v}")
+        return self
 
 
-def parse_value(text: str, tp: Any, key: str) -> Any:
-    """Parse ``text`` as a value of annotation ``tp`` (int, float, str, bool, X | None, tuple of floats)."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null", ""):
-            return None
-        tp = next(a for a in args if a is not type(None))
-        args = typing.get_args(tp)
-    try:
-        if tp is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if tp is int:
-            return int(float(text)) if "e" in text.lower() else int(text)
-        if tp is float:
-            return float(text)
-        if typing.get_origin(tp) is tuple:
-            return tuple(float(x) for x in text.strip("()[] ").split(","))
-        return text
-    except (ValueError, TypeError):
-        raise SAEError(f"{key}={text!r}: not a valid {getattr(tp, '__name__', tp)}") from None
+@dataclass
+class DashboardConfig(Config):
+    """What an SAE dashboard measures and shows (`arcscope sae dashboard`)."""
 
+    config_error = SAEError
+    config_name = "SAE dashboard"
 
-@lru_cache(maxsize=1)
-def _field_docs() -> dict[str, str]:
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    out = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                out[node.target.id] = nxt.value.value  # type: ignore[union-attr]
-    return out
+    top: int = 32
+    """Top-activating rows kept per latent."""
+    examples: int = 6
+    """Example grids per latent page."""
+    rows: int | None = None
+    """Rows of the store to scan (None or 0: all)."""
+    max_pages: int | None = None
+    """Latent pages at most, for the most often firing latents (None or 0: every latent that fired)."""
+    logits: bool = True
+    """Compute each latent's logit effects through the model's unembedding."""
 
-
-def field_help(name: str) -> str:
-    """The one-line docstring under a TrainConfig field, with its default."""
-    default = getattr(TrainConfig(), name)
-    return f"{_field_docs().get(name, '')} [default: {default}]"
-
-
-def config_help() -> list[tuple[str, str, str]]:
-    """(name, default, help) for every TrainConfig field, in declaration order."""
-    d = TrainConfig()
-    return [(f.name, repr(getattr(d, f.name)), _field_docs().get(f.name, "")) for f in dataclasses.fields(d)]
+    def validate(self) -> DashboardConfig:
+        """Check the counts (0 means no limit for rows and max_pages)."""
+        self.rows = self.rows or None
+        self.max_pages = self.max_pages or None
+        for name in ("top", "examples", "rows", "max_pages"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SAEError(f"{name} must be >= 1, got {v}")
+        return self

@@ -11,14 +11,17 @@ script under a Content-Security-Policy), so the folder opens from disk with no s
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcscope.config import make_config
+from arcscope.files import atomic_write_json, atomic_write_text
+from arcscope.progress import ProgressFn, emit
 from arcscope.report.html import ARC_PALETTE, COLOUR_NAMES, GRID_JS, encode_grid, escape, page, palette_legend
+from arcscope.sae.config import DashboardConfig
 from arcscope.sae.features import ACT_EDGES, PROPERTIES, ROLES, LatentStats
 
 PAGE_DIR = "latents"
@@ -236,9 +239,12 @@ def write_dashboard(
     logits: list[dict[str, Any]] | None = None,
     title: str = "SAE latents",
     info: dict[str, Any] | None = None,
-    on_page: Any = None,
+    progress: ProgressFn | None = None,
 ) -> Path:
-    """Write ``index.html`` and one page per latent in ``examples`` under ``out``; return the index path."""
+    """Write ``index.html`` and one page per latent in ``examples`` under ``out``; return the index path.
+
+    ``progress`` gets a "pages" event after each latent page.
+    """
     out = Path(out)
     (out / PAGE_DIR).mkdir(parents=True, exist_ok=True)
     alive = [i for i in range(len(stats.count)) if stats.count[i] > 0]
@@ -289,15 +295,13 @@ def write_dashboard(
 <div id="more"></div>
 </main>"""
     index = out / "index.html"
-    index.write_text(page(title, body, css=INDEX_CSS, js=INDEX_JS, data=data))
+    atomic_write_text(index, page(title, body, css=INDEX_CSS, js=INDEX_JS, data=data))
     for n, (lat, cards) in enumerate(sorted(examples.items())):
         _latent_page(out, stats, lat, cards, logits[lat] if logits else None, title)
-        if on_page:
-            on_page(n + 1, len(examples))
-    (out / "stats.json").write_text(
-        json.dumps(
-            {"hook": stats.hook, "rows": stats.n_rows, "latents": len(stats.count), "alive": len(alive)}
-        )
+        emit(progress, "pages", n + 1, len(examples))
+    atomic_write_json(
+        out / "stats.json",
+        {"hook": stats.hook, "rows": stats.n_rows, "latents": len(stats.count), "alive": len(alive)},
     )
     return index
 
@@ -355,32 +359,33 @@ def _latent_page(
 </main>"""
     data = {"latent": lat, "examples": exs}
     text = page(f"{title}: latent {lat}", body, css=LATENT_CSS, js=GRID_JS + LATENT_JS, data=data)
-    (out / latent_file(lat)).write_text(text)
+    atomic_write_text(out / latent_file(lat), text)
 
 
 def make_dashboard(
     sae: Any,
     store: Any,
     out: str | os.PathLike,
+    config: DashboardConfig | dict[str, Any] | None = None,
     *,
     hook: str | None = None,
     tasks: Any = None,
     model: Any = None,
-    top: int = 32,
-    examples: int = 6,
-    rows: int | None = None,
-    max_pages: int | None = None,
-    logits: bool = True,
     title: str | None = None,
-    on_progress: Any = None,
+    progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> Path:
     """Measure ``sae`` on ``store`` and write the dashboard site to ``out``; return the index path.
 
     ``model`` (a LoadedModel or a path; default: the store's model) gives logit effects when ``logits``;
-    ``max_pages`` caps the latent pages (the most often firing latents get them); ``on_progress(stage, done,
-    total)`` reports the passes.
+    ``config`` and keyword ``settings`` are :class:`~arcscope.sae.config.DashboardConfig` fields (top,
+    examples, rows, max_pages, logits); ``max_pages`` caps the latent pages (the most often firing get them); ``progress`` gets
+    "activations" (rows) and "pages" events.
     """
     from arcscope.sae.features import example_heatmaps, latent_stats, load_tasks_for, logit_effects
+
+    cfg = make_config(DashboardConfig, config, settings)
+    top, examples, rows, max_pages, logits = cfg.top, cfg.examples, cfg.rows, cfg.max_pages, cfg.logits
 
     lookup = load_tasks_for(store, tasks)
     hook = hook or sae.cfg.hook
@@ -391,7 +396,7 @@ def make_dashboard(
         top=top,
         rows=rows,
         lookup=lookup,
-        on_progress=(lambda d, t: on_progress("activations", d, t)) if on_progress else None,
+        progress=progress,
     )
     alive = [i for i in range(sae.d_sae) if stats.count[i] > 0]
     if max_pages is not None and len(alive) > max_pages:
@@ -422,5 +427,5 @@ def make_dashboard(
         logits=effects,
         title=title or f"SAE latents: {hook}",
         info=info,
-        on_page=(lambda d, t: on_progress("pages", d, t)) if on_progress else None,
+        progress=progress,
     )

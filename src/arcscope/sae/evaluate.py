@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arcscope.sae.config import SAEError
-from arcscope.sae.data import StoreSource, position_mask
+from arcscope.config import make_config
+from arcscope.sae.config import EvalConfig, SAEError
+from arcscope.sae.data import StoreSource
 from arcscope.sae.io import check_width
 from arcscope.sae.model import SparseAutoencoder
 
@@ -43,14 +44,13 @@ def reconstruction_metrics(
     batch_size: int = 4096,
     seed: int = 0,
     dense_threshold: float = 0.1,
-    storage_options: dict | None = None,
 ) -> dict[str, Any]:
     """Reconstruction and sparsity metrics of ``sae`` on up to ``rows`` rows of ``hook`` (None: all rows)."""
     hook = hook or sae.cfg.hook
     if hook is None:
         raise SAEError("the SAE names no hook; pass the hook to evaluate on")
     check_width(sae, store, hook)
-    src = StoreSource(store, hook, storage_options=storage_options, verify="size", prefetch=2)
+    src = StoreSource(store, hook, verify="size", prefetch=2)
     want = store.n_rows if rows is None else min(rows, store.n_rows)
     dev = sae.W_dec.device
     n = 0
@@ -103,22 +103,14 @@ def reconstruction_metrics(
 
 
 def _prompts_from_store(store: Any, loaded: Any, tasks: Any, max_prompts: int) -> tuple[list[Any], list[str]]:
-    """The first ``max_prompts`` work items of the job that wrote the store, and its capture positions."""
-    import dataclasses
-
-    from arcscope.engine.job import JobConfig
-    from arcscope.engine.plan import build_plan
+    """The first ``max_prompts`` prompts of the job that wrote the store (teacher-forced), rebuilt from the
+    settings its manifest records, and the store's prompt positions."""
+    from arcscope.capture import PROMPT_POSITIONS, plan_prompts
 
     meta = store.meta
     job = dict(meta.get("job") or {})
-    known = {f.name for f in dataclasses.fields(JobConfig)}
-    job = {k: v for k, v in job.items() if k in known}
-    # the loss is measured by teacher forcing, whatever mode wrote the store
-    kept = [p for p in job.get("positions", ["cells"]) if p != "generated"] or ["cells"]
-    job.update(mode="prefill", teacher_forcing=True, positions=kept)
-    cfg = JobConfig(**job).validate() if job else JobConfig(mode="prefill").validate()
-    positions = [p for p in (meta.get("capture") or {}).get("positions", cfg.positions) if p != "generated"]
-    positions = [p for p in positions if p in ("all", "cells", "test-input", "answer")] or ["cells"]
+    recorded = (meta.get("capture") or {}).get("positions", job.get("positions", ["cells"]))
+    positions = [p for p in recorded if p in PROMPT_POSITIONS] or ["cells"]
     if tasks is None:
         from arcscope.tasks import load
 
@@ -126,12 +118,25 @@ def _prompts_from_store(store: Any, loaded: Any, tasks: Any, max_prompts: int) -
         if not spec:
             raise SAEError(f"{store.url}: the store does not name its task source; pass tasks")
         tasks = load(spec)
-    ctx = int(getattr(loaded.model.config, "max_position_embeddings", 2048) or 2048)
-    plan = build_plan(tasks, cfg, loaded.tokenizer, ctx)
-    items = sorted(plan.items, key=lambda it: it.sample)[:max_prompts]
+    # What a store does not record keeps the planner's defaults (a store written without a job, say).
+    settings = {
+        k: job[k]
+        for k in ("encoder", "template", "augmentations", "seed", "order", "max_tasks")
+        if job.get(k) is not None
+    }
+    # The loss is measured by teacher forcing, whatever mode wrote the store; a prompt that does not fit
+    # with its answer is left out rather than failing the evaluation.
+    items, _ = plan_prompts(
+        tasks,
+        loaded.tokenizer,
+        limit=job.get("max_prompt_tokens") or loaded.context_length,
+        with_answer=True,
+        on_long="skip",
+        **settings,
+    )
     if not items:
         raise SAEError("no prompts to measure the downstream loss on")
-    return items, positions
+    return items[:max_prompts], positions
 
 
 @torch.no_grad()
@@ -159,7 +164,7 @@ def downstream_loss(
         ids = torch.as_tensor(np.asarray(it.cell_map.input_ids, dtype=np.int64))[None].to(dev)
         attn = torch.ones_like(ids)
         pos_ids = position_ids_from_mask(attn)
-        mask = torch.as_tensor(position_mask(it.cell_map, positions))[None]
+        mask = torch.as_tensor(it.mask(positions))[None]
         if not mask.any() or ids.shape[1] < 2:
             continue
         with capture(model, [site], positions=mask.to(dev), record_coords=False) as cap:
@@ -202,22 +207,21 @@ def evaluate(
     sae: SparseAutoencoder,
     store: Any,
     hook: str | None = None,
+    config: EvalConfig | dict[str, Any] | None = None,
     *,
-    rows: int | None = 65536,
-    batch_size: int = 4096,
-    downstream: bool = True,
     model: Any = None,
     tasks: Any = None,
-    prompts: int = 4,
-    device: str = "auto",
-    storage_options: dict | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Every metric of the module docstring; ``downstream`` loads the store's model (or ``model``)."""
+    """Every metric of the module docstring; ``downstream`` loads the store's model (or ``model``).
+
+    ``config`` and keyword ``settings`` are :class:`~arcscope.sae.config.EvalConfig` fields (rows,
+    batch_size, downstream, prompts, device)."""
+    cfg = make_config(EvalConfig, config, settings)
+    rows, prompts, device = cfg.rows, cfg.prompts, cfg.device
     hook = hook or sae.cfg.hook
-    out = reconstruction_metrics(
-        sae, store, hook, rows=rows, batch_size=batch_size, storage_options=storage_options
-    )
-    if downstream:
+    out = reconstruction_metrics(sae, store, hook, rows=rows, batch_size=cfg.batch_size)
+    if cfg.downstream:
         from arcscope.models import LoadedModel, load_model
 
         if isinstance(model, LoadedModel):

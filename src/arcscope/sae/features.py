@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from arcscope.progress import ProgressFn, emit
 from arcscope.sae.config import SAEError
 from arcscope.sae.io import check_width
 from arcscope.sae.model import SparseAutoencoder
@@ -207,9 +208,12 @@ def latent_stats(
     batch_size: int = 2048,
     rows: int | None = None,
     lookup: GridLookup | None = None,
-    on_progress: Any = None,
+    progress: ProgressFn | None = None,
 ) -> LatentStats:
-    """One pass over ``hook`` of ``store`` (the first ``rows`` rows, or all), collecting per-latent statistics."""
+    """One pass over ``hook`` of ``store`` (the first ``rows`` rows, or all), collecting per-latent statistics.
+
+    ``progress`` gets an "activations" event (rows done of the rows read) after each batch.
+    """
     hook = hook or sae.cfg.hook
     if hook is None:
         raise SAEError("the SAE names no hook; pass the hook its rows come from")
@@ -249,8 +253,7 @@ def latent_stats(
         top_v, j = cand_v.topk(top, dim=1)
         top_r = cand_r.gather(1, j)
         start += n
-        if on_progress:
-            on_progress(start, limit)
+        emit(progress, "activations", start, limit)
     top_r = torch.where(top_v > 0, top_r, torch.full_like(top_r, -1))
     return LatentStats(hook, start, count, total, top_v, top_r, mass, hits, hist, info)
 

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from arcscope.files import atomic_path, atomic_write_json
 from arcscope.sae.config import SAEError
 from arcscope.sae.model import SAEConfig, SparseAutoencoder
 
@@ -87,23 +88,13 @@ def save_sae(
     }
     if sae.threshold is not None:
         tensors["threshold"] = sae.threshold.detach().contiguous().cpu()
-    _atomic(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    text = json.dumps(saelens_config(sae), indent=1, allow_nan=False)
-    _atomic(folder / CFG_FILE, lambda p: Path(p).write_text(text))
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_json(folder / CFG_FILE, saelens_config(sae), indent=1, allow_nan=False)
     if sparsity is not None:
-        t = {"sparsity": sparsity.detach().float().contiguous().cpu()}
-        _atomic(folder / SPARSITY_FILE, lambda p: save_file(t, str(p)))
+        with atomic_path(folder / SPARSITY_FILE) as tmp:
+            save_file({"sparsity": sparsity.detach().float().contiguous().cpu()}, str(tmp))
     return folder
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_sae(

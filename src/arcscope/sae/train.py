@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from arcscope.files import atomic_write_json, atomic_write_text, replace_dir
+from arcscope.models import resolve_device, resolve_dtype
+from arcscope.progress import ProgressFn, emit
 from arcscope.sae import io
 from arcscope.sae.config import SAEError, TrainConfig
 from arcscope.sae.data import StoreSource, batches
@@ -40,18 +42,7 @@ STATE_VERSION = 1
 SUMMARY_FILE = "training.json"
 METRICS_FILE = "metrics.jsonl"
 CKPT_DIR = "checkpoints"
-
-
-@dataclass
-class StepEvent:
-    """Sent to the progress callback every ``log_every`` steps."""
-
-    step: int
-    total_steps: int
-    tokens: int
-    seconds: float
-    tokens_per_s: float
-    metrics: dict[str, float]
+NO_MPS = "the SAE trainer's sparse kernels (CSR products, SDDMM) need CPU or CUDA"
 
 
 @dataclass
@@ -104,18 +95,6 @@ def _setup_dist(device: str) -> _Dist:
     return _Dist(rank, world, local, owns)
 
 
-def _pick_device(want: str, local_rank: int) -> torch.device:
-    if want == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise SAEError(f"device {want!r} asked for but CUDA is not available here")
-    if want == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    if want != "cpu" and not want.startswith("cuda"):
-        raise SAEError(f"device {want!r}: use auto, cpu, cuda or cuda:N (sparse kernels need CPU or CUDA)")
-    return torch.device(want)
-
-
 def _lr_factor(step: int, total: int, warmup: int, decay: float) -> float:
     f = min(1.0, (step + 1) / warmup) if warmup else 1.0
     decay_steps = int(total * decay)
@@ -134,18 +113,17 @@ def train_sae(
     source: Any = None,
     resume: bool = True,
     overwrite: bool = False,
-    on_progress: Callable[[StepEvent], None] | None = None,
+    progress: ProgressFn | None = None,
     stop_at_step: int | None = None,
 ) -> TrainResult:
     """Train an SAE on ``hook`` of ``store`` (or on ``source``, e.g. a :class:`ModelSource`) into ``out``.
 
     ``resume`` continues from the newest checkpoint in ``out``; ``stop_at_step`` ends this session after that
-    step with a checkpoint, so a later call resumes (used for time-boxed jobs and tests).
+    step with a checkpoint, so a later call resumes (used for time-boxed jobs and tests). ``progress`` gets
+    a "training" event every ``log_every`` steps with tokens/s, loss, FVU, L0 and the dead fraction.
     """
     cfg = cfg.validate()
-    dist_ = _setup_dist(
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dist_ = _setup_dist(str(resolve_device(cfg.device, no_mps=NO_MPS)))
     try:
         return _train(
             cfg,
@@ -157,7 +135,7 @@ def train_sae(
             source=source,
             resume=resume,
             overwrite=overwrite,
-            on_progress=on_progress,
+            progress=progress,
             stop_at_step=stop_at_step,
         )
     finally:
@@ -180,15 +158,13 @@ def _train(
     source: Any,
     resume: bool,
     overwrite: bool,
-    on_progress: Callable[[StepEvent], None] | None,
+    progress: ProgressFn | None,
     stop_at_step: int | None,
 ) -> TrainResult:
-    device = _pick_device(cfg.device, dist_.local_rank)
+    device = resolve_device(cfg.device, local_rank=dist_.local_rank, no_mps=NO_MPS)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    autocast = cfg.dtype == "bfloat16" or (
-        cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    autocast = resolve_dtype(cfg.dtype, device) == torch.bfloat16
     if cfg.batch_size % dist_.world:
         raise SAEError(f"batch_size {cfg.batch_size} must be divisible by the {dist_.world} ranks")
 
@@ -198,14 +174,7 @@ def _train(
         from arcscope.store import open_store
 
         st = open_store(store, storage_options)
-        source = StoreSource(
-            st,
-            hook,
-            storage_options=storage_options,
-            verify=cfg.verify,
-            on_damaged=cfg.on_damaged,
-            prefetch=cfg.prefetch,
-        )
+        source = StoreSource(st, hook, verify=cfg.verify, on_damaged=cfg.on_damaged, prefetch=cfg.prefetch)
     d_in = int(source.d)
     d_sae = cfg.n_latents(d_in)
     if cfg.arch in ("topk", "batchtopk") and cfg.k > d_sae:
@@ -383,11 +352,19 @@ def _train(
                 if dist_.main:
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps({"step": step, "tokens": tokens_done, **metrics}) + "\n")
-                if on_progress and dist_.main:
-                    on_progress(
-                        StepEvent(
-                            step, total_steps, tokens_done, now - t0, session_tokens / (now - t0), metrics
-                        )
+                if dist_.main:
+                    emit(
+                        progress,
+                        "training",
+                        step,
+                        total_steps,
+                        **{
+                            "tok/s": rate,
+                            "loss": metrics.get("loss", 0.0),
+                            "fvu": metrics.get("fvu", 0.0),
+                            "L0": metrics.get("l0", 0.0),
+                            "dead %": 100 * metrics["dead_fraction"],
+                        },
                     )
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
                 _save_checkpoint(
@@ -458,7 +435,7 @@ def _train(
             "metrics": metrics,
             "skipped_shards": skipped,
         }
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        atomic_write_json(out / SUMMARY_FILE, summary, indent=1)
         shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
     if dist_.world > 1:
         import torch.distributed as dist
@@ -633,15 +610,10 @@ def _save_checkpoint(out, cfg, sae, opt, step, tokens, scale, counters, identity
     }
     root = out / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".step_{step:08d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(tensors, str(tmp / "state.safetensors"))
-    io.save_sae(_inference_copy(sae, scale), tmp)
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)  # a checkpoint appears whole or not at all
+    with replace_dir(root / f"step_{step:08d}") as tmp:  # a checkpoint appears whole or not at all
+        save_file(tensors, str(tmp / "state.safetensors"))
+        io.save_sae(_inference_copy(sae, scale), tmp)
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
     for old in _checkpoints(out)[: -cfg.keep_checkpoints]:
         shutil.rmtree(old, ignore_errors=True)
     if dist_.world > 1:
@@ -674,6 +646,6 @@ def _load_checkpoint(path: Path, sae, opt, since_fired, fire_count) -> tuple[int
     mpath = path.parent.parent / METRICS_FILE
     if mpath.is_file():
         keep = [ln for ln in mpath.read_text().splitlines() if ln and json.loads(ln)["step"] <= state["step"]]
-        mpath.write_text("".join(ln + "\n" for ln in keep))
+        atomic_write_text(mpath, "".join(ln + "\n" for ln in keep))
     dead_idx = tensors.get("dead_idx")
     return int(state["step"]), int(state["tokens"]), float(state["scale"]), int(state["fire_rows"]), dead_idx

@@ -7,7 +7,6 @@ import errno
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,11 +15,12 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from arcscope.errors import StoreError
+from arcscope.files import TMP_MARK as TMP_MARK  # re-exported: the store names its leftovers with it
+from arcscope.files import atomic_open, atomic_write_bytes
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 INDEX = "index"
-TMP_MARK = ".tmp-"
 _CHUNK = 8 << 20
 _OVERLAP = 4 << 20  # files at least this big are hashed on a second thread while being written
 
@@ -159,37 +159,22 @@ class Location:
         size = 0
         path = self.path(rel)
         if self.local:
-            folder, name = os.path.split(path)
-            tmp = os.path.join(folder, f".{name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
-            try:
-                with open(tmp, "wb") as f:
-                    if sum(memoryview(p).nbytes for p in pieces) >= _OVERLAP:
-                        # hashlib and write() both release the GIL: hash on a helper thread while writing.
-                        with ThreadPoolExecutor(1, thread_name_prefix="arcscope-sha256") as pool:
-                            done = pool.submit(_hash_into, h, pieces)
-                            size = sum(f.write(piece) for piece in pieces)
-                            done.result()
-                    else:
-                        for piece in pieces:
-                            h.update(piece)
-                            size += f.write(piece)
-                    if fsync:
-                        f.flush()
-                        os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            if fsync:
-                _fsync_dir(folder)
+            with atomic_open(path, "wb", fsync=fsync) as f:
+                if sum(memoryview(p).nbytes for p in pieces) >= _OVERLAP:
+                    # hashlib and write() both release the GIL: hash on a helper thread while writing.
+                    with ThreadPoolExecutor(1, thread_name_prefix="arcscope-sha256") as pool:
+                        done = pool.submit(_hash_into, h, pieces)
+                        size = sum(f.write(piece) for piece in pieces)
+                        done.result()
+                else:
+                    for piece in pieces:
+                        h.update(piece)
+                        size += f.write(piece)
         else:
-            # One PUT replaces an object atomically on S3/GCS/Azure (multipart uploads appear only when
-            # completed), so a temp object plus a copy would add requests without adding atomicity.
             data = b"".join(pieces)
             h.update(data)
             size = len(data)
-            self.fs.pipe_file(path, data)
+            atomic_write_bytes(path, data, fs=self.fs)
         return size, h.hexdigest()
 
     def remove(self, rels: list[str]) -> None:
@@ -210,17 +195,3 @@ class Location:
 def _hash_into(h: Any, pieces: list[bytes | memoryview]) -> None:
     for piece in pieces:
         h.update(piece)
-
-
-def _fsync_dir(folder: str) -> None:
-    # The rename itself must reach the disk before the manifest that points at the file does.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,10 +1,20 @@
-"""Store: read a committed store (index, tensors, queries, batches, a shuffled dataset, HF export)."""
+"""Store: read a committed store (index, tensors, queries, batches, a shuffled dataset, HF export).
+
+This module is the only code that reads shards. Trainers take rows from :meth:`Store.stream` (shards in a
+seeded order, read ahead on threads, each checked against the manifest on its first read) through
+:func:`shuffle_blocks` (the one shuffle buffer), seeded with :func:`mix_seed` (the one seed mixer).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import struct
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -21,6 +31,7 @@ from arcscope.store.format import (
     FORMAT_VERSION,
     INDEX_SCHEMA,
     RESERVED,
+    ST_CODES,
     ST_NAMES,
     ShardInfo,
     read_st_header,
@@ -28,6 +39,10 @@ from arcscope.store.format import (
 from arcscope.store.fs import MANIFEST, Location, io_errors
 
 Conditions = dict[str, Any]
+VERIFY_MODES = ("sha256", "size")
+"""How a shard is checked on its first read: whole-file sha256 (and size), or size and header only."""
+ON_DAMAGED = ("error", "skip")
+"""What a damaged shard does to a stream: stop it, or be skipped and named in ``ShardStream.skipped``."""
 
 
 def open_store(url: str | os.PathLike, storage_options: dict | None = None) -> Store:
@@ -236,6 +251,12 @@ class Store:
         self._hook(hook)
         return ActivationDataset(self, hook, shuffle_buffer, seed, batch_size, rank, world_size, drop_last)
 
+    def stream(
+        self, hook: str, *, verify: str = "sha256", on_damaged: str = "error", prefetch: int = 4
+    ) -> ShardStream:
+        """Rows of ``hook`` shard by shard for trainers: seeded shard order, read-ahead, integrity checks."""
+        return ShardStream(self, hook, verify=verify, on_damaged=on_damaged, prefetch=prefetch)
+
     # ---- export ----------------------------------------------------------------------------------------
 
     def export_hf(self, folder: str | os.PathLike, hooks: list[str] | None = None) -> str:
@@ -346,6 +367,145 @@ class Store:
         return out
 
 
+class ShardStream:
+    """Rows of one hook, shard by shard; each shard is checked against the manifest on its first read, and a
+    damaged one stops the stream or (``on_damaged="skip"``) is skipped and named in :attr:`skipped`."""
+
+    def __init__(
+        self, store: Store, hook: str, *, verify: str = "sha256", on_damaged: str = "error", prefetch: int = 4
+    ):
+        self.d, self.dtype = store._hook(hook)
+        if verify not in VERIFY_MODES:
+            raise StoreError(f"verify {verify!r} is not one of {', '.join(VERIFY_MODES)}")
+        if on_damaged not in ON_DAMAGED:
+            raise StoreError(f"on_damaged {on_damaged!r} is not one of {', '.join(ON_DAMAGED)}")
+        self.store, self.hook = store, hook
+        self.verify, self.on_damaged, self.prefetch = verify, on_damaged, max(0, int(prefetch))
+        self.skipped: dict[str, str] = {}
+        """Shard file -> why it was skipped (only with on_damaged='skip')."""
+        self._checked: set[int] = set()
+
+    def order(
+        self, epoch: int, seed: int, rank: int = 0, world: int = 1, *, shuffle: bool = True
+    ) -> list[int]:
+        """List positions of this rank's shards for one epoch: every rank draws one seeded order and takes
+        its stride of it (``shuffle`` False: store order)."""
+        if not 0 <= rank < world:
+            raise StoreError(f"rank {rank} is not in [0, {world})")
+        n = len(self.store.shards)
+        if shuffle:
+            g = torch.Generator().manual_seed(mix_seed(seed, epoch))
+            return torch.randperm(n, generator=g).tolist()[rank::world]
+        return list(range(n))[rank::world]
+
+    def blocks(
+        self, epoch: int, seed: int, rank: int = 0, world: int = 1, *, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]:
+        """The rows of this rank's shards (:meth:`order`), one tensor per shard, ``prefetch`` shards in flight."""
+        order = self.order(epoch, seed, rank, world, shuffle=shuffle)
+        if self.prefetch <= 0:
+            for pos in order:
+                t = self.read_shard(pos)
+                if t is not None:
+                    yield t
+        else:
+            with ThreadPoolExecutor(self.prefetch, thread_name_prefix="arcscope-store-read") as pool:
+                pending: deque[Future] = deque()
+                todo = iter(order)
+                for pos in todo:
+                    pending.append(pool.submit(self.read_shard, pos))
+                    if len(pending) >= self.prefetch:
+                        break
+                try:
+                    while pending:
+                        t = pending.popleft().result()
+                        nxt = next(todo, None)
+                        if nxt is not None:
+                            pending.append(pool.submit(self.read_shard, nxt))
+                        if t is not None:
+                            yield t
+                finally:
+                    for f in pending:
+                        f.cancel()
+        if order and all(self.store.shards[p].file in self.skipped for p in order):
+            raise StoreError(
+                f"{self.store.url}: every shard was skipped as damaged; no rows are left to read"
+            )
+
+    def read_shard(self, pos: int) -> torch.Tensor | None:
+        """The hook's rows in the shard at list position ``pos``; None when it is damaged and skipped."""
+        s = self.store.shards[pos]
+        try:
+            t = self._read_checked(pos) if pos not in self._checked else self._read_plain(pos)
+            self._checked.add(pos)
+            return t
+        except StoreError as e:
+            if self.on_damaged == "skip":
+                self.skipped[s.file] = str(e)
+                return None
+            raise StoreError(
+                f"{e}; run `arcscope store verify {self.store.url}`, or pass --on-damaged skip "
+                "to go on with the other shards"
+            ) from None
+
+    def _read_plain(self, pos: int) -> torch.Tensor:
+        s = self.store.shards[pos]
+        return self.store._rows(self.hook, pos, 0, s.rows)
+
+    def _read_checked(self, pos: int) -> torch.Tensor:
+        s = self.store.shards[pos]
+        loc = self.store._loc
+        where = f"{self.store.url}: shard {s.file}"
+        if self.verify == "sha256":
+            # One read serves both the hash and the tensor: the bytes are not fetched twice.
+            try:
+                with io_errors(self.store.url, f"read {s.file}"):
+                    data = loc.read_bytes(s.file)
+            except StoreError as e:
+                raise StoreError(f"{where} is damaged: cannot be read ({e})") from None
+            if len(data) != s.bytes:
+                raise StoreError(f"{where} is damaged: {len(data)} bytes, the manifest says {s.bytes}")
+            sha = hashlib.sha256(data).hexdigest()
+            if sha != s.sha256:
+                raise StoreError(f"{where} is damaged: sha256 {sha[:12]}... differs from the manifest's")
+            t = self._tensor_from_bytes(bytearray(data), s, where)
+        else:
+            try:
+                header, _ = read_st_header(loc, s.file)
+                size = loc.fs.size(loc.path(s.file))
+            except (StoreError, OSError) as e:
+                raise StoreError(f"{where} is damaged: {e}") from None
+            if size != s.bytes:
+                raise StoreError(f"{where} is damaged: {size} bytes, the manifest says {s.bytes}")
+            self._check_meta(header.get(self.hook), s, where)
+            t = self._read_plain(pos)
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise StoreError(f"{where} is damaged: {self.hook} holds NaN or infinite values")
+        return t
+
+    def _check_meta(self, meta: Any, s: ShardInfo, where: str) -> None:
+        if not isinstance(meta, dict):
+            raise StoreError(f"{where} is damaged: it has no tensor {self.hook!r}")
+        if meta.get("shape") != [s.rows, self.d] or meta.get("dtype") != ST_CODES[self.dtype]:
+            raise StoreError(
+                f"{where} is damaged: {self.hook} is {meta.get('dtype')} {meta.get('shape')}, "
+                f"expected {ST_CODES[self.dtype]} {[s.rows, self.d]}"
+            )
+
+    def _tensor_from_bytes(self, data: bytearray, s: ShardInfo, where: str) -> torch.Tensor:
+        try:
+            (n,) = struct.unpack("<Q", bytes(data[:8]))
+            header = json.loads(bytes(data[8 : 8 + n]))
+        except (struct.error, ValueError) as e:
+            raise StoreError(f"{where} is damaged: unreadable safetensors header ({e})") from None
+        meta = header.get(self.hook)
+        self._check_meta(meta, s, where)
+        lo, hi = (8 + n + o for o in meta["data_offsets"])
+        if hi > len(data) or hi - lo != s.rows * self.d * DTYPES[self.dtype].itemsize:
+            raise StoreError(f"{where} is damaged: {self.hook}'s byte range does not fit the file")
+        return torch.frombuffer(memoryview(data)[lo:hi], dtype=DTYPES[self.dtype]).reshape(s.rows, self.d)
+
+
 class ActivationDataset(torch.utils.data.IterableDataset):
     """Rows of one hook for training (e.g. an SAE): every row once per epoch, order fixed by seed and epoch."""
 
@@ -367,44 +527,23 @@ class ActivationDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer, self.seed, self.batch_size = shuffle_buffer, seed, batch_size
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        # Size and header checks cost one small read per shard; prefetch threads are the DataLoader's job.
+        self._stream = store.stream(hook, verify="size", prefetch=0)
 
     def set_epoch(self, epoch: int) -> None:
         """Use another shuffle for the next pass (call once per epoch, as with DistributedSampler)."""
         self.epoch = epoch
 
-    def _my_shards(self) -> tuple[list[int], int]:
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        n = len(self.store.shards)
-        if self.shuffle_buffer:
-            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-            order = torch.randperm(n, generator=g).tolist()
-        else:
-            order = list(range(n))
-        # Every rank and worker draws the same shard order and takes its own stride of it.
-        slot = self.rank * nw + wid
-        return order[slot :: self.world_size * nw], slot
-
     def _rows(self) -> Iterator[torch.Tensor]:
         """Blocks of rows in their final order."""
-        shards, slot = self._my_shards()
-        if not self.shuffle_buffer:
-            for pos in shards:
-                yield self.store._rows(self.hook, pos, 0, self.store.shards[pos].rows)
-            return
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, slot + 1))
-        keep = max(1, self.shuffle_buffer // 2)
-        buf: torch.Tensor | None = None
-        for pos in shards:
-            t = self.store._rows(self.hook, pos, 0, self.store.shards[pos].rows)
-            buf = t if buf is None else torch.cat([buf, t])
-            if len(buf) >= self.shuffle_buffer:
-                # Shuffle the whole buffer, emit all but half a buffer, carry the rest into the next shard.
-                buf = buf[torch.randperm(len(buf), generator=g)]
-                yield buf[: len(buf) - keep]
-                buf = buf[len(buf) - keep :]
-        if buf is not None and len(buf):
-            yield buf[torch.randperm(len(buf), generator=g)]
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        # Every rank and worker draws the same shard order and takes its own stride of it.
+        slot = self.rank * nw + wid
+        blocks = self._stream.blocks(
+            self.epoch, self.seed, slot, self.world_size * nw, shuffle=bool(self.shuffle_buffer)
+        )
+        yield from shuffle_blocks(blocks, self.shuffle_buffer, mix_seed(self.seed, self.epoch, slot + 1))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.batch_size is None:
@@ -423,9 +562,34 @@ class ActivationDataset(torch.utils.data.IterableDataset):
             yield carry
 
 
-def _mix(*xs: int) -> int:
-    # SeedSequence spreads nearby seeds (seed, epoch, worker) into unrelated streams.
+def mix_seed(*xs: int) -> int:
+    """A 63-bit seed from small integers (seed, epoch, rank): neighbouring tuples give unrelated streams."""
+    # SeedSequence spreads nearby seeds into unrelated streams; plain sums or xors would collide.
     return int(np.random.SeedSequence([int(x) & 0xFFFFFFFF for x in xs]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def shuffle_blocks(blocks: Iterable[torch.Tensor], buffer: int, seed: int) -> Iterator[torch.Tensor]:
+    """Rows of ``blocks`` in shuffled order: a buffer of at least ``buffer`` rows is permuted, all but half a
+    buffer emitted and the rest carried into the next blocks (``buffer`` 0: blocks as they come)."""
+    if not buffer:
+        yield from blocks
+        return
+    g = torch.Generator().manual_seed(seed)
+    keep = max(1, buffer // 2)
+    parts: list[torch.Tensor] = []
+    held = 0
+    for t in blocks:
+        # Blocks are joined once per emission, not once per block: no quadratic copying of a big buffer.
+        parts.append(t)
+        held += len(t)
+        if held >= buffer:
+            buf = torch.cat(parts) if len(parts) > 1 else parts[0]
+            buf = buf[torch.randperm(len(buf), generator=g)]
+            yield buf[: len(buf) - keep]
+            parts, held = [buf[len(buf) - keep :]], keep
+    if held:
+        buf = torch.cat(parts) if len(parts) > 1 else parts[0]
+        yield buf[torch.randperm(len(buf), generator=g)]
 
 
 def _conform(table: pa.Table, schema: pa.Schema, exclude: list[str]) -> pa.Table:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
 from arcscope.errors import StoreError
+from arcscope.progress import ProgressFn, emit
 from arcscope.store.format import FORMAT, REQUIRED, ST_CODES, ShardInfo, read_st_header
 from arcscope.store.fs import INDEX, MANIFEST, SHARDS, TMP_MARK, Location
 
@@ -66,11 +66,11 @@ class VerifyReport:
 def verify(
     url: str | os.PathLike,
     storage_options: dict | None = None,
-    on_file: Callable[[str, int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> VerifyReport:
     """Check every file the manifest lists (size, sha256, tensor shapes/dtypes, index rows) and find orphans.
 
-    ``on_file(rel, done, total)`` is called after each file, for progress bars.
+    ``progress`` gets a "verify" event (files checked) after each file, with the file's name.
     """
     loc = Location(url, storage_options)
     report = VerifyReport(loc.url)
@@ -100,12 +100,10 @@ def verify(
     for i, s in enumerate(shards):
         if _check_file(loc, report, s.file, s.bytes, s.sha256):
             _check_tensors(loc, report, s, hooks)
-        if on_file:
-            on_file(s.file, 2 * i + 1, 2 * len(shards))
+        emit(progress, "verify", 2 * i + 1, 2 * len(shards), file=s.file)
         if _check_file(loc, report, s.index, s.index_bytes, s.index_sha256):
             _check_index(loc, report, s)
-        if on_file:
-            on_file(s.index, 2 * i + 2, 2 * len(shards))
+        emit(progress, "verify", 2 * i + 2, 2 * len(shards), file=s.index)
     listed = {s.file for s in shards} | {s.index for s in shards}
     for folder in (SHARDS, INDEX):
         report.orphans += [f"{folder}/{n}" for n in loc.listdir(folder) if f"{folder}/{n}" not in listed]

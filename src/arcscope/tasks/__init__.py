@@ -5,9 +5,7 @@ Names are loaded lazily from their submodules so ``import arcscope.tasks`` stays
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from arcscope._lazy import lazy_names
 from arcscope.tasks.core import Grid, Pair, Task, TaskSet, as_grid, grid_to_list, grids_equal
 
 _LAZY = {
@@ -73,11 +71,4 @@ _LAZY = {
 
 __all__ = ["Grid", "Pair", "Task", "TaskSet", "as_grid", "grid_to_list", "grids_equal", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'arcscope.tasks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arcscope.tasks.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

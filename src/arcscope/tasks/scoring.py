@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from arcscope.errors import SourceError, TaskFormatError
+from arcscope.files import atomic_write_text
 from arcscope.tasks.augment import Augmentation, parse_augmentation
 from arcscope.tasks.core import Grid, Task, TaskSet, as_grid, grid_to_list, grids_equal
 
@@ -340,16 +340,7 @@ def write_submission(
     path = Path(path)
     text = json.dumps(submission_dict(predictions, attempts), separators=(",", ":"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

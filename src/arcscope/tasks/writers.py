@@ -20,15 +20,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from arcscope.errors import SourceError, TaskFormatError
+from arcscope.files import atomic_path, atomic_write_json, replace_dir
 from arcscope.tasks.core import Task, grid_to_list
 from arcscope.tasks.sources import split_kind
 
@@ -82,22 +81,6 @@ def resolve_target(spec_or_path: str | os.PathLike[str], fmt: str | None = None)
     return kind, path
 
 
-def _tmp_name(path: Path, tag: str = "tmp") -> Path:
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
-    tmp = _tmp_name(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _check_free(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         if path.is_dir() and not any(path.iterdir()):
@@ -129,7 +112,7 @@ def task_record(task: Task) -> dict[str, Any]:
 
 def _write_jsonl(tasks: Iterable[Task], path: Path) -> int:
     n = 0
-    with _atomic_file(path) as tmp:
+    with atomic_path(path) as tmp:
         opener = gzip.open if path.name.lower().endswith(".gz") else open
         with opener(tmp, "wt", encoding="utf-8") as f:
             for t in tasks:
@@ -164,7 +147,7 @@ def _write_parquet(tasks: Iterable[Task], path: Path, row_group_size: int) -> in
 
     schema = _parquet_schema()
     n = 0
-    with _atomic_file(path) as tmp:
+    with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             rows: list[dict[str, Any]] = []
             # Buffer one row group at a time: memory follows row_group_size, not the number of tasks.
@@ -198,14 +181,13 @@ def _write_kaggle(tasks: Iterable[Task], path: Path, overwrite: bool) -> int:
         }
         if any(p.output is not None for p in t.test):
             solutions[t.id] = [None if p.output is None else grid_to_list(p.output) for p in t.test]
-    with _atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(challenges), encoding="utf-8")
-        if solutions:
-            with _atomic_file(sol_path) as stmp:
-                stmp.write_text(json.dumps(solutions), encoding="utf-8")
-        elif sol_path.exists():
-            # A stale solutions file would be merged into these challenges when they are read back.
-            sol_path.unlink()
+    # Solutions first: the challenges file appears last, so a reader never pairs it with stale solutions.
+    if solutions:
+        atomic_write_json(sol_path, solutions)
+    elif sol_path.exists():
+        # A stale solutions file would be merged into these challenges when they are read back.
+        sol_path.unlink()
+    atomic_write_json(path, challenges)
     return len(challenges)
 
 
@@ -229,27 +211,13 @@ def _write_dir(tasks: Iterable[Task], path: Path, overwrite: bool) -> int:
                 f"refusing to replace {path}: it holds more than task files ({other[:3]}); "
                 f"write to a new folder"
             )
-    tmp = _tmp_name(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     n = 0
-    try:
-        # Build the whole folder beside the target, then swap it in, so readers see old or new, not a mix.
+    # Build the whole folder beside the target, then swap it in, so readers see old or new, not a mix.
+    with replace_dir(path) as tmp:
         for t in tasks:
             name = _safe_file_name(t.id, str(path))
             (tmp / name).write_text(json.dumps(t.to_json()), encoding="utf-8")
             n += 1
-        if path.exists():
-            old = _tmp_name(path, "old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return n
 
 

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from arcscope.datasets.records import Skipped, dumps, tmp_path
+from arcscope.datasets.records import Skipped, dumps
+from arcscope.files import atomic_write_json
 
 MAX_SKIPPED_LISTED = 1000
 """Skipped records listed one by one in a report; the count always covers all of them."""
-
-Progress = Callable[[int], None]
-"""Called with the number of records done so far (every few hundred records and at the end)."""
 
 
 @dataclass
@@ -45,9 +41,7 @@ class StepReport:
         """Write the report as JSON atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path(path)
-        tmp.write_text(json.dumps(json.loads(dumps(self.to_json())), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(path, json.loads(dumps(self.to_json())), indent=2, newline=True)
         return path
 
     @classmethod
@@ -77,27 +71,4 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
-class Ticker:
-    """Calls a progress callback every ``every`` records and at the end."""
-
-    def __init__(self, callback: Progress | None, every: int = 500):
-        self.callback = callback
-        self.every = every
-        self.n = 0
-        self.t0 = time.perf_counter()
-
-    def tick(self, k: int = 1) -> None:
-        """Count ``k`` more records."""
-        before = self.n
-        self.n += k
-        if self.callback is not None and self.n // self.every != before // self.every:
-            self.callback(self.n)
-
-    def done(self) -> float:
-        """Final callback; return seconds since start."""
-        if self.callback is not None:
-            self.callback(self.n)
-        return time.perf_counter() - self.t0
-
-
-__all__ = ["Progress", "StepReport", "config_dict", "report_path"]
+__all__ = ["StepReport", "config_dict", "report_path"]
