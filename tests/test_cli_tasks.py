@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from rich.console import Console
@@ -167,3 +170,71 @@ def test_summarize_counts(small_taskset):
     assert sum(s.colour_cells) == sum(
         g.size for t in small_taskset for p in t.pairs for g in (p.input, p.output) if g is not None
     )
+
+
+# ----------------------------------------------------------------------------------------- hostile input
+
+
+def _arcscope(*args):
+    """Run the real CLI in a child process; a wide console, so one message is one line of stderr."""
+    env = {**os.environ, "COLUMNS": "4000", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "arcscope", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+GOOD = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[3]], "output": [[3]]}]}
+
+
+def _hostile(tmp_path, case):
+    """A task source holding one hostile item next to a good one: (spec, words the message must hold)."""
+    good = json.dumps(GOOD)
+    if case == "huge-int":
+        (tmp_path / "h").mkdir()
+        (tmp_path / "h" / "fine.json").write_text(good)
+        (tmp_path / "h" / "big.json").write_text(good.replace("[[1, 2]]", "[[" + "7" * 5000 + "]]", 1))
+        return f"dir:{tmp_path / 'h'}", ["big.json", "task big", "5000-digit number", "0..9"]
+    if case == "deep":
+        (tmp_path / "h").mkdir()
+        (tmp_path / "h" / "fine.json").write_text(good)
+        (tmp_path / "h" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+        return f"dir:{tmp_path / 'h'}", ["deep.json", "task deep", "nested deeper"]
+    path = tmp_path / "h_challenges.json"
+    path.write_text('{"dup": ' + good + ', "fine": ' + good + ', "dup": ' + good + "}")
+    return f"kaggle:{path}", ["h_challenges.json", "task dup", "duplicate task id"]
+
+
+@pytest.mark.parametrize("case", ["huge-int", "deep", "repeated-id"])
+def test_hostile_task_files_give_one_line_and_exit_2(tmp_path, case):
+    spec, words = _hostile(tmp_path, case)
+    for args in (["validate", "-t", spec], ["convert", "-t", spec, "-o", f"jsonl:{tmp_path / 'o.jsonl'}"]):
+        code, _, err = _arcscope("tasks", *args, "-q")
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+        assert all(w in err for w in words), err
+    assert not (tmp_path / "o.jsonl").exists()
+    # --on-error skip: the batch goes on, writes the good task and names the bad one.
+    code, out, err = _arcscope(
+        "tasks", "convert", "-t", spec, "-o", f"jsonl:{tmp_path / 'o.jsonl'}", "-q", "--on-error", "skip"
+    )
+    kept = ["dup", "fine"] if case == "repeated-id" else ["fine"]  # the first "dup" is kept
+    assert code == 0 and f"wrote {len(kept)} tasks" in out and "(1 skipped)" in out, err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert [t.id for t in load(f"jsonl:{tmp_path / 'o.jsonl'}")] == kept
+
+
+def test_task_id_too_long_for_dir_output_gives_one_line_and_exit_2(tmp_path):
+    src = tmp_path / "long.jsonl"
+    src.write_text("".join(json.dumps({"id": tid, **GOOD}) + "\n" for tid in ("a" * 300, "fine")))
+    out = tmp_path / "out"
+    code, _, err = _arcscope("tasks", "convert", "-t", f"jsonl:{src}", "-o", f"dir:{out}", "-q")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert f"{out}, task aaaa" in err and "(300 characters)" in err and "at most 200 bytes" in err, err
+    assert not out.exists()
+    code, stdout, err = _arcscope(
+        "tasks", "convert", "-t", f"jsonl:{src}", "-o", f"dir:{out}", "-q", "--on-error", "skip"
+    )
+    assert code == 0 and "wrote 1 tasks" in stdout and "(1 skipped)" in stdout, err
+    assert "at most 200 bytes" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["fine.json"]

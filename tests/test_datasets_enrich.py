@@ -280,3 +280,145 @@ def test_a_killed_run_resumes_from_the_cache(tmp_path):
         assert server.requests - sent_before == 30 - cached  # nothing paid twice
         assert [r["id"] for r in read_out(out)] == list(range(30))
         assert all(r["enrich_status"] == "ok" for r in read_out(out))
+    # The killed run's temporary output was removed by the rerun.
+    assert not [f.name for f in tmp_path.iterdir() if ".tmp-" in f.name]
+
+
+def files_under(folder: Path):
+    """Every file below ``folder`` (hidden ones and SQLite's -wal/-shm files included)."""
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_bad_numbers_are_one_line_errors_in_the_library_the_cli_and_pipelines(tmp_path, records, capsys):
+    from arcscope.cli import main
+    from arcscope.datasets import run_pipeline
+
+    for key, value, rule in (
+        ("timeout", -1.0, "> 0"),
+        ("timeout", 0, "> 0"),
+        ("backoff", -0.5, ">= 0"),
+        ("max_backoff", float("nan"), ">= 0"),
+        ("concurrency", 0, ">= 1"),
+        ("max_retries", -1, ">= 0"),
+        ("parse_retries", -2, ">= 0"),
+    ):
+        with pytest.raises(DatasetError, match=rf"enrich: {key} \(--{key.replace('_', '-')}\) must .*{rule}"):
+            enrich(records, tmp_path / "o.jsonl", model="m", preset="difficulty", **{key: value})
+    for flag in ("--timeout", "--backoff"):
+        with pytest.raises(SystemExit) as e:
+            main(
+                [
+                    "data",
+                    "enrich",
+                    str(records),
+                    str(tmp_path / "o.jsonl"),
+                    "-m",
+                    "m",
+                    "--preset",
+                    "difficulty",
+                    flag,
+                    "-1",
+                ]
+            )
+        err = " ".join(capsys.readouterr().err.split())
+        assert e.value.code == 2 and f"{flag}) must be a finite number of seconds" in err
+        assert "Traceback" not in err and err.count("error:") == 1
+    p = tmp_path / "p.yaml"
+    p.write_text(f"input: {records}\nsteps:\n  - enrich: {{model: m, preset: difficulty, timeout: -3}}\n")
+    with pytest.raises(DatasetError, match=r"p.yaml step 1 \(enrich\): enrich: timeout .* got -3"):
+        run_pipeline(p)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_run_where_every_record_failed_exits_2_and_says_how_many(tmp_path, server, records, capsys):
+    from arcscope.cli import main
+
+    server.responder = lambda prompt: "no idea"  # never parses
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(EnrichError, match=r"all 3 record\(s\) failed \(first: .*in.jsonl line 1: the reply"):
+        run(records, out, server, cache=None, parse_retries=0, limit=3)
+    # The records are written with their reasons, for a look at what went wrong.
+    assert [r["enrich_status"] for r in read_out(out)] == ["failed"] * 3
+    argv = ["data", "enrich", str(records), str(out), "-m", "m", "--preset", "difficulty", "--no-cache"]
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--base-url", server.url, "--parse-retries", "0", "-n", "4", "-q"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "all 4 record(s) failed" in err and "Traceback" not in err
+    # One record that came back is a run that worked: it exits 0 and the failures are counted.
+    server.responder = lambda prompt: (
+        "no idea" if "f0(" in prompt else json.dumps({"difficulty": "low", "rationale": "r"})
+    )
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--base-url", server.url, "--parse-retries", "0", "-n", "2", "-q"])
+    assert e.value.code in (0, None) and "1 ok, 1 failed" in capsys.readouterr().out
+
+
+def test_no_file_a_run_writes_holds_a_key_from_the_environment_or_the_url(tmp_path, records):
+    """Keys in $OPENAI_API_KEY, in the base URL's query and as its password, echoed deep in every reply."""
+    import base64
+
+    url_key, password = "urlkey-SECRET-9137", "pw-SECRET-5521"
+    basic = base64.b64encode(f"user:{password}".encode()).decode()
+    secrets = [SECRET, url_key, password, basic]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with ChatServer() as server:
+        host = server.url.removeprefix("http://")
+        server.script(*["echo-nested"] * 12)
+        runs = [
+            ({"OPENAI_API_KEY": SECRET}, server.url, "plain.jsonl"),
+            ({"OPENAI_API_KEY": SECRET}, f"http://{host}?key={url_key}", "a.jsonl"),
+            ({}, f"http://user:{password}@{host}", "b.jsonl"),
+        ]
+        for env_extra, url, name in runs:
+            env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"} | env_extra
+            cmd = [sys.executable, "-m", "arcscope", "data", "enrich", str(records), str(run_dir / name)]
+            cmd += ["-m", "m", "--prompt", "{code}", "--fields", "difficulty,echo", "-n", "4", "-c", "2"]
+            cmd += ["--base-url", url, "--cache", str(run_dir / "cache.sqlite")]
+            proc = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr.decode()
+            for blob in [proc.stdout, proc.stderr] + [f.read_bytes() for f in files_under(run_dir)]:
+                assert not any(s.encode() in blob for s in secrets), name
+        # The keys did reach the server, and came back in the replies' nested fields, masked.
+        a, b = read_out(run_dir / "a.jsonl"), read_out(run_dir / "b.jsonl")
+        assert {r["echo"]["request"]["headers"][0]["authorization"] for r in a} == {"Bearer ***"}
+        assert {r["echo"]["request"]["path"] for r in a} == {"/v1/chat/completions?key=***"}
+        assert {r["echo"]["request"]["headers"][0]["authorization"] for r in b} == {"Basic ***"}
+        report = json.loads((run_dir / "a.jsonl.report.json").read_text())["config"]
+        assert report["endpoint"] == f"http://{host}/chat/completions?key=***"
+        assert report["base_url"] == f"http://{host}?key=***"
+        report = json.loads((run_dir / "b.jsonl.report.json").read_text())["config"]
+        assert report["endpoint"] == f"http://user:***@{host}/chat/completions"
+        # A pipeline writes the report into its done file too.
+        p = tmp_path / "p.yaml"
+        p.write_text(
+            f"input: {records}\nworkdir: {run_dir / 'work'}\nlimit: 3\nsteps:\n"
+            f"  - enrich: {{base_url: 'http://{host}?key={url_key}', model: m, preset: difficulty}}\n"
+        )
+        from arcscope.datasets import run_pipeline
+
+        server.script(*["echo-nested"] * 3)
+        run_pipeline(p)
+    written = files_under(run_dir)
+    assert {f.name for f in written} >= {"a.jsonl", "b.jsonl", "01-enrich.done.json", "cache.sqlite"}
+    for f in written:
+        data = f.read_bytes()
+        assert not any(s.encode() in data for s in secrets), f
+
+
+def test_the_reply_cache_is_per_endpoint(tmp_path, records):
+    cache = str(tmp_path / "c.sqlite")
+    with ChatServer() as a, ChatServer() as b:
+        a.responder = lambda p: json.dumps({"difficulty": "low", "rationale": "from a"})
+        b.responder = lambda p: json.dumps({"difficulty": "high", "rationale": "from b"})
+        run(records, tmp_path / "a.jsonl", a, cache=cache, limit=3)
+        rep = run(records, tmp_path / "b.jsonl", b, cache=cache, limit=3)  # same model name, another server
+        assert rep.figures["cache_hits"] == 0 and b.requests == 3
+        assert {r["rationale"] for r in read_out(tmp_path / "b.jsonl")} == {"from b"}
+        # The same endpoint with another key (masked in the cache key) is the same endpoint: served from the cache.
+        run(records, tmp_path / "a1.jsonl", a, cache=cache, limit=3, base_url=f"{a.url}?key=first-key-0")
+        rep = run(
+            records, tmp_path / "a2.jsonl", a, cache=cache, limit=3, base_url=f"{a.url}?key=other-key-1"
+        )
+        assert rep.figures["cache_hits"] == 3 and a.requests == 6
+        assert {r["rationale"] for r in read_out(tmp_path / "a2.jsonl")} == {"from a"}

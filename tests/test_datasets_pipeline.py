@@ -234,3 +234,69 @@ def test_cli_lengths_with_the_bundled_tokenizer(tmp_path, capsys):
     figures = json.loads((tmp_path / "l.json").read_text())["figures"]
     assert figures["n"] == 20 + sum(len(t.test) - 1 for t in load("arc1:evaluation", limit=20))
     assert (tmp_path / "l.png").stat().st_size > 1000
+
+
+def test_a_step_killed_mid_write_leaves_no_temp_files_after_its_rerun(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from arcscope.files import TMP_MARK
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": f"sample {i}"}) + "\n" for i in range(40)))
+    with ChatServer(latency=0.05) as server:
+        p = tmp_path / "pipe.yaml"
+        p.write_text(
+            f"input: {src}\nworkdir: work\nsteps:\n  - filter: {{where: 'id >= 0'}}\n"
+            f"  - enrich: {{base_url: '{server.url}', model: m, preset: difficulty, concurrency: 1}}\n"
+        )
+        work = tmp_path / "work"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arcscope", "data", "pipeline", str(p), "-q"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "ARCSCOPE_CACHE": str(tmp_path / "cache")},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while server.requests < 5 and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        temps = [f.name for f in work.iterdir() if TMP_MARK in f.name]
+        assert temps and all(t.startswith(".02-enrich.jsonl.tmp-") for t in temps)  # killed mid-write
+        # Another file's temporary-looking name is not the step's to remove.
+        (work / ".notes.jsonl.tmp-0123456789ab").write_text("mine")
+        outcomes = run_pipeline(p)
+        assert [o.status for o in outcomes] == ["skipped", "ran"]
+    assert len(read_out(work / "02-enrich.jsonl")) == 40
+    left = [f.name for f in work.rglob("*") if TMP_MARK in f.name]
+    assert left == [".notes.jsonl.tmp-0123456789ab"]
+
+
+def test_a_writer_removes_stale_temps_of_its_output_but_not_a_live_writers(tmp_path):
+    from arcscope.datasets import RecordWriter
+    from arcscope.files import TMP_MARK
+
+    out = tmp_path / "o.jsonl"
+    stale = tmp_path / ".o.jsonl.tmp-00000000dead"
+    stale.write_text("left by a killed run")
+    keep = [
+        tmp_path / ".o.jsonl.tmp-notes",
+        tmp_path / "o.jsonl.tmp-1234",
+        tmp_path / ".other.jsonl.tmp-00aa",
+    ]
+    for f in keep:
+        f.write_text("not this writer's")
+    with RecordWriter(out) as first:
+        first.write({"id": 1})
+        live = [f for f in tmp_path.iterdir() if f.name.startswith(".o.jsonl" + TMP_MARK) and f not in keep]
+        assert not stale.exists() and len(live) == 1
+        with RecordWriter(out) as second:  # a concurrent run of the same output leaves the live file alone
+            second.write({"id": 2})
+        assert live[0].exists()
+    assert read_out(out) == [{"id": 1}] and all(f.exists() for f in keep)

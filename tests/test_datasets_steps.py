@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,6 +62,20 @@ def read_out(path):
 
 
 # ------------------------------------------------------------------------------------------------ records
+
+
+def test_hostile_records_are_one_line_errors_that_skip_can_pass(tmp_path):
+    rows = [{"id": i} for i in range(4)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows, {2: '{"x": ' + "9" * 5000 + "}", 4: "[" * 100_000})
+    with pytest.raises(DatasetError, match=r"in.jsonl line 2: holds an integer longer than \d+ digits"):
+        list(read_records(src))
+    skipped = []
+    recs = list(read_records(f"jsonl:{src}", "skip", skipped))
+    assert [r.data for r in recs] == rows
+    assert [w for w, _ in skipped] == [f"{src} line 2", f"{src} line 4"]
+    assert "nested deeper than the reader follows" in skipped[1][1]
+    report = filter_records(src, tmp_path / "o.jsonl", where="id >= 0", on_error="skip")
+    assert report.records_out == 4 and report.n_skipped == 2
 
 
 def test_generic_jsonl_roundtrip_keeps_bytes_and_names_bad_lines(tmp_path):
@@ -132,6 +148,76 @@ def test_expressions_fields_properties_and_errors(make_task):
     generic = Rec({"reward": 1}, "g.jsonl line 1")
     with pytest.raises(DatasetError, match=r"g.jsonl line 1: not an ARC task record"):
         Expression("n_train > 1")(generic)
+
+
+HOSTILE_EXPRESSIONS = [
+    # (expression, the rule its DatasetError must name); each took from 43 s to minutes, or crashed the parser.
+    ("(((10**64)**64)**64)**64 > 0", "rec.jsonl line 7: the power would have about 13607 bits"),
+    ("matches(x, '(a+)+$')", None),  # linear-time matching: simply False, at once
+    ("matches(x, '(a|aa)*' + 'a*' * 10 + 'b')", None),
+    ("x * 10**7 == ''", "rec.jsonl line 7: repeating a str of 31 items 10000000 times exceeds 1000000"),
+    ("'%099999999d' % 1 == ''", "'%' formatting of text is not allowed"),
+    ("round(n, -10**7) == 0", "round() takes ndigits within -400..400"),
+    (r"matches(x, '(a)\\1')", "a backreference is not supported"),
+    ("1+" * 1500 + "1 > 0", "levels deep; at most 100 are allowed"),
+    ("-" * 3000 + "1 > 0", "nested too deeply to parse"),
+    ("n == " + "1" * 5000, "the expression has 5005 characters; at most 4096"),
+]
+
+
+def test_expressions_cannot_ask_for_unbounded_work():
+    # A child process, killed by pid if it outlives its limit: a regression is a failure, not a hung suite.
+    code = (
+        "import json, sys\n"
+        "from arcscope.datasets import DatasetError, Expression, Rec\n"
+        "rec = Rec({'x': 'a' * 30 + '!', 'n': 5}, 'rec.jsonl line 7')\n"
+        "out = []\n"
+        "for text in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        out.append(['ok', Expression(text)(rec)])\n"
+        "    except DatasetError as e:\n"
+        "        out.append(['error', str(e)])\n"
+        "print(json.dumps(out))\n"
+    )
+    texts = [t for t, _ in HOSTILE_EXPRESSIONS]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(texts)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    for (text, rule), (kind, value) in zip(HOSTILE_EXPRESSIONS, json.loads(proc.stdout), strict=True):
+        if rule is None:
+            assert [kind, value] == ["ok", False], text
+        else:
+            assert kind == "error" and rule in value and "\n" not in value, (text, value)
+
+
+def test_safe_matches_agrees_with_re():
+    import re
+
+    from arcscope.datasets.safe_re import PatternError, search
+
+    patterns = [
+        r"^seed-\d{2,4}$",
+        r"(?i)SEED",
+        r"a|b+c",
+        r"\bcat\b",
+        r"[^\W\d]+_\d",
+        r"(?m)^x$",
+        r"(?s)a.b",
+        r"(ab|a)*c?$",
+        r"\B",
+        r"é",
+        r"(?a)\w+é",
+    ]
+    texts = ["seed-123", "Seed-12345", "a cat!", "bbc", "tom_7", "y\nx\nz", "a\nb", "ababac", "", "Éé", "x"]
+    for p in patterns:
+        for t in texts:
+            assert search(p, t) == (re.search(p, t) is not None), (p, t)
+    for bad in [r"(?=a)", r"(?<!a)b", r"a*+", r"(?>a)", r"(a)?(?(1)b|c)"]:
+        with pytest.raises(PatternError, match="not supported"):
+            search(bad, "a")
+    with pytest.raises(PatternError, match="more than 1000 steps"):
+        search(r"(a|b)*c", "ab" * 1000, max_steps=1000)
 
 
 def test_filter_generic_records_skips_and_counts(tmp_path):

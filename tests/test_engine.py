@@ -310,3 +310,20 @@ def test_topk_logits_are_stored_per_row(tmp_path, tiny_model_dir, tiny):
     top = torch.topk(logits, 3)
     assert idx["topk_indices"].to_pylist()[0] == top.indices.tolist()
     assert np.allclose(idx["topk_values"].to_pylist()[0], top.values.numpy(), atol=1e-4)
+
+
+def test_overwrite_refuses_a_folder_whose_manifest_is_not_a_store(tmp_path, tiny_model_dir, tiny):
+    out = tmp_path / "site"
+    out.mkdir()
+    theirs = json.dumps({"name": "my web app", "start_url": "/"})
+    (out / "manifest.json").write_text(theirs)
+    (out / "index.html").write_text("<html></html>")
+    cfg = job(tmp_path, tiny_model_dir, out=str(out), max_tasks=1)
+    with pytest.raises(StoreError, match="manifest.json is not an arcscope store manifest.*another folder"):
+        LocalRunner(cfg, loaded=tiny, overwrite=True).run()
+    assert (out / "manifest.json").read_text() == theirs
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "manifest.json"]
+    # The folder is refused before the model loads (a missing model would be the other error).
+    missing = job(tmp_path, tiny_model_dir, out=str(out), model=str(tmp_path / "no-model"))
+    with pytest.raises(StoreError, match="not an arcscope store manifest"):
+        LocalRunner(missing, overwrite=True).run()

@@ -1,5 +1,7 @@
 """Model loading: HF folders, errors, the bundled default (slow)."""
 
+import os
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -132,3 +134,29 @@ def test_resolve_dtype_and_context_length():
 
     assert loaded(max_position_embeddings=4096).context_length == 4096
     assert loaded().context_length == 2048 and loaded(max_position_embeddings=None).context_length == 2048
+
+
+# ---- the GGUF conversion cache -------------------------------------------------------------------------
+
+
+def test_gguf_cache_key_follows_content_of_the_same_size(tmp_path, monkeypatch):
+    from arcscope.models import loading
+
+    monkeypatch.setenv("ARCSCOPE_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    data = bytearray(os.urandom(3 << 20))
+    gguf.write_bytes(bytes(data))
+    first = loading._converted_dir(gguf)
+    st = gguf.stat()
+    data[len(data) // 2] ^= 0xFF  # same size, same first and last MiB, mtime put back as it was
+    gguf.write_bytes(bytes(data))
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = loading._converted_dir(gguf)
+    assert second != first and second.name.startswith("m-")
+    assert loading.gguf_sha256(gguf) == loading.file_sha256(gguf)
+    # An unchanged file is not hashed again: its hash is remembered beside the cache.
+    calls = []
+    monkeypatch.setattr(loading, "file_sha256", lambda p: calls.append(p) or "0" * 64)
+    assert loading._converted_dir(gguf) == second and calls == []
+    table = (tmp_path / "cache" / "models" / loading.HASH_CACHE).read_text()
+    assert str(gguf.resolve()) in table

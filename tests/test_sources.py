@@ -370,7 +370,7 @@ def test_record_rules(tmp_path):
 
 def test_invalid_json_file_in_dir(tmp_path):
     (tmp_path / "a.json").write_text('{"train": [}')
-    with pytest.raises(TaskFormatError, match=r"a.json line 1: invalid JSON"):
+    with pytest.raises(TaskFormatError, match=r"a.json line 1, task a: invalid JSON"):
         load(f"dir:{tmp_path}")
 
 
@@ -440,3 +440,78 @@ def test_content_hash_is_the_same_from_every_source(tmp_path):
 def test_source_help_lists_every_form():
     for form in ("arc1:", "arc2:", "dir:", "kaggle:", "barc:", "jsonl:", "parquet:", "hf:"):
         assert form in SOURCE_HELP
+
+
+# ----------------------------------------------------------------------------------------- hostile input
+
+GOOD_TEXT = json.dumps(GOOD)
+HUGE_TASK = GOOD_TEXT.replace("[[1, 2], [3, 4]]", "[[" + "9" * 5000 + ", 2], [3, 4]]", 1)
+DEEP_TEXT = "[" * 100_000 + "]" * 100_000
+
+
+def json_object(*pairs):
+    """JSON object text from (key, JSON text) pairs, repeated keys kept (json.dumps cannot write them)."""
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in pairs) + "}"
+
+
+def test_huge_integer_is_one_rule_naming_file_task_and_cell(tmp_path):
+    # Python refuses to convert a 5000-digit integer (ValueError deep inside json); the reader names it.
+    (tmp_path / "big.json").write_text(HUGE_TASK)
+    write_json(tmp_path / "fine.json", GOOD)
+    with pytest.raises(TaskFormatError) as e:
+        load(f"dir:{tmp_path}")
+    assert str(e.value) == (
+        f"{tmp_path / 'big.json'}, task big, train[0].input: "
+        "cell (0, 0) is a 5000-digit number: grid cells must be integers 0..9"
+    )
+    ts = load(f"dir:{tmp_path}", on_error="skip")
+    assert ts.ids == ["fine"] and len(ts.skipped) == 1
+    # In a challenges file the other tasks survive, and a JSONL line names its line.
+    kaggle = tmp_path / "k_challenges.json"
+    kaggle.write_text(json_object(("a", GOOD_TEXT), ("b", HUGE_TASK), ("c", GOOD_TEXT)))
+    ts = load(f"kaggle:{kaggle}", on_error="skip")
+    assert ts.ids == ["a", "c"] and "task b" in ts.skipped[0][0] and "5000-digit" in ts.skipped[0][1]
+    lines = tmp_path / "r.jsonl"
+    lines.write_text('{"id": "x", ' + HUGE_TASK[1:] + "\n")
+    with pytest.raises(TaskFormatError, match=r"r.jsonl line 1, task x, train\[0\].input: cell"):
+        load(f"jsonl:{lines}")
+
+
+def test_deep_nesting_is_one_rule_naming_file_and_task(tmp_path):
+    (tmp_path / "deep.json").write_text(DEEP_TEXT)
+    write_json(tmp_path / "fine.json", GOOD)
+    with pytest.raises(TaskFormatError, match=r"deep.json, task deep: invalid JSON: nested deeper"):
+        load(f"dir:{tmp_path}")
+    assert load(f"dir:{tmp_path}", on_error="skip").ids == ["fine"]
+    lines = write_jsonl(tmp_path / "r.jsonl", [rec("ok"), DEEP_TEXT, rec("ok2")])
+    ts = load(f"jsonl:{lines}", on_error="skip")
+    assert ts.ids == ["ok", "ok2"] and ts.skipped[0][0] == f"{lines} line 2"
+
+
+def test_kaggle_repeated_task_id_is_reported_not_collapsed(tmp_path):
+    other = json.dumps({**GOOD, "test": [{"input": [[7]]}]})
+    kaggle = tmp_path / "k_challenges.json"
+    kaggle.write_text(json_object(("a", GOOD_TEXT), ("b", GOOD_TEXT), ("a", other)))
+    with pytest.raises(TaskFormatError, match=r"k_challenges.json, task a: duplicate task id"):
+        load(f"kaggle:{kaggle}")
+    ts = load(f"kaggle:{kaggle}", on_error="skip")
+    # The first "a" is kept (as for every other source), the second reported.
+    assert ts.ids == ["a", "b"] and ts["a"].test[0].output is not None
+    assert ts.skipped == [(f"kaggle:{kaggle}, task a", "duplicate task id (item 2; first at item 0)")]
+    # A repeated id in the solutions file makes that task's outputs ambiguous.
+    kaggle.write_text(json_object(("a", GOOD_TEXT), ("b", GOOD_TEXT)))
+    sols = tmp_path / "k_solutions.json"
+    sols.write_text('{"a": [[[1]]], "b": [[[2]]], "a": [[[3]]]}')
+    ts = load(f"kaggle:{kaggle}", on_error="skip")
+    assert ts.ids == ["b"] and ts.skipped[0][0] == f"{sols}, task a" and "ambiguous" in ts.skipped[0][1]
+
+
+def test_repeated_key_inside_a_task_or_record(tmp_path):
+    pair = '{"input": [[1]], "output": [[2]], "output": [[3]]}'
+    (tmp_path / "p.json").write_text(json_object(("train", f"[{pair}]"), ("test", '[{"input": [[1]]}]')))
+    with pytest.raises(TaskFormatError, match=r"task p, train\[0\]: duplicate key 'output'"):
+        load(f"json:{tmp_path / 'p.json'}")
+    lines = tmp_path / "r.jsonl"
+    lines.write_text('{"id": "x", "id": "y", ' + GOOD_TEXT[1:] + "\n")
+    with pytest.raises(TaskFormatError, match=r"r.jsonl line 1, task y: the record holds the key 'id'"):
+        load(f"jsonl:{lines}")

@@ -387,6 +387,20 @@ def test_refuses_folder_that_is_not_a_store(tmp_path):
         open_store(tmp_path / "nothing")
 
 
+def test_overwrite_refuses_a_foreign_manifest(tmp_path):
+    # A folder whose manifest.json belongs to something else is never replaced, with or without --overwrite.
+    theirs = json.dumps({"name": "my web app", "icons": []})
+    (tmp_path / "manifest.json").write_text(theirs)
+    (tmp_path / "index.html").write_text("<html></html>")
+    for kw in ({"overwrite": True}, {"resume": True}, {}):
+        with pytest.raises(
+            StoreError, match="manifest.json is not an arcscope store manifest.*another folder"
+        ):
+            StoreWriter(tmp_path, **kw)
+    assert (tmp_path / "manifest.json").read_text() == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "manifest.json"]
+
+
 # ---- input checks -----------------------------------------------------------------------------------------
 
 
@@ -509,6 +523,110 @@ def test_verify_checks_shapes_and_rows(tmp_path):
     problems = {(d.file, d.problem) for d in verify(url).damaged}
     assert ("shards/00000.safetensors", f"tensor {HOOKS[0]!r} shape") in problems
     assert ("index/00000.parquet", "row count") in problems
+
+
+# ---- reads check what they return -------------------------------------------------------------------------
+
+
+def _flip(where: Where, rel: str, at: int = -3) -> None:
+    data = bytearray(where.fs.cat_file(where.path(rel)))
+    data[at] ^= 0x40
+    where.fs.pipe_file(where.path(rel), bytes(data))
+
+
+def test_reads_refuse_a_flipped_byte(where):
+    with where.writer(shard_rows=5) as w:
+        write_batches(w, [12])  # shards of rows 0-4, 5-9, 10-11; task0 is rows 0-9, task1 rows 10-11
+    bad = where.open().shards[1]
+    _flip(where, bad.file)  # in the last tensor's data: size and header still match the manifest
+    s = where.open()
+    damaged = f"shard {bad.file} is damaged: sha256 .* differs from the manifest's; run `arcscope store verify {where.url}`"
+    with pytest.raises(StoreError, match=damaged):
+        s.read(HOOKS[2])
+    with pytest.raises(StoreError, match=damaged):  # a failed check is not remembered as passed
+        s.read(HOOKS[0], shard=bad.id, rows=[0])
+    with pytest.raises(StoreError, match=damaged):
+        s.query(HOOKS[0], task_id="task0")
+    with pytest.raises(StoreError, match=damaged):
+        list(s.dataset(HOOKS[0], shuffle_buffer=0))
+    with pytest.raises(StoreError, match=damaged):
+        list(s.iter_batches(HOOKS[0], 4))
+    # shards the read does not touch are not needed to be intact
+    acts, _ = s.query(HOOKS[0], task_id="task1")
+    assert acts[:, 0].tolist() == [10.0, 11.0]
+    # Opting out of hashing (for speed, on a store just verified) checks sizes and headers only.
+    fast = open_store(where.url, where.opts, verify="size")
+    assert fast.read(HOOKS[2]).shape == (12, 4)
+    with pytest.raises(StoreError, match="verify 'md5' is not one of sha256, size"):
+        open_store(where.url, where.opts, verify="md5")
+
+
+def test_reads_refuse_swapped_shards_and_index_files(tmp_path):
+    url = tmp_path / "store"
+    with StoreWriter(url, shard_rows=5) as w:
+        write_batches(w, [12])  # 5, 5 and 2 rows
+    a, b, c = (url / f"shards/0000{i}.safetensors" for i in range(3))
+    da, db, dc = a.read_bytes(), b.read_bytes(), c.read_bytes()
+    # Two shards of equal rows swapped: only the hash can tell; rows would silently belong to other tasks.
+    for f, data in ((a, db), (b, da)):
+        f.write_bytes(data)
+    with pytest.raises(StoreError, match="shard shards/00000.safetensors is damaged: sha256.*store verify"):
+        open_store(url).query(HOOKS[0], task_id="task0")
+    # Shards of different rows swapped: caught by the header check too, naming the rows the manifest wants.
+    for f, data in ((a, dc), (b, db), (c, da)):
+        f.write_bytes(data)
+    for mode in ("sha256", "size"):
+        s = open_store(url, verify=mode)
+        rule = r"is F32 \[2, 16\], the manifest says F32 \[5, 16\]"
+        with pytest.raises(StoreError, match=f"shards/00000.safetensors is damaged: .*{rule}"):
+            s.read(HOOKS[0], rows=[0, 11])
+        with pytest.raises(StoreError, match="shards/0000[02].safetensors is damaged"):
+            s.query(HOOKS[0], task_id="task1")
+    for f, data in ((a, da), (c, dc)):
+        f.write_bytes(data)
+    assert torch.equal(open_store(url).read(HOOKS[0]), concat_expected([12])[HOOKS[0]])
+    # Index files swapped: the index would name the wrong tasks for the rows.
+    i0, i1 = url / "index/00000.parquet", url / "index/00001.parquet"
+    d0, d1 = i0.read_bytes(), i1.read_bytes()
+    for f, data in ((i0, d1), (i1, d0)):
+        f.write_bytes(data)
+    with pytest.raises(StoreError, match="index file index/00000.parquet is damaged: .*store verify"):
+        open_store(url).query(HOOKS[0], task_id="task0")
+
+
+def test_reads_refuse_a_truncated_shard(where):
+    with where.writer(shard_rows=5) as w:
+        write_batches(w, [12])
+    bad = where.open().shards[2]
+    where.fs.pipe_file(where.path(bad.file), bytes(where.fs.cat_file(where.path(bad.file)))[:-4])
+    for mode in ("sha256", "size"):
+        s = where.open() if mode == "sha256" else open_store(where.url, where.opts, verify=mode)
+        with pytest.raises(
+            StoreError, match=f"{bad.file} is damaged: {bad.bytes - 4} bytes, the manifest says"
+        ):
+            s.read(HOOKS[0], rows=[11])
+        assert s.read(HOOKS[0], rows=[0, 9])[:, 0].tolist() == [0.0, 9.0]
+
+
+def test_cli_info_says_when_files_do_not_match(tmp_path):
+    url = tmp_path / "store"
+    w = StoreWriter(url, shard_rows=5)
+    write_batches(w, [12])
+    w.abort()  # an unfinished store
+    res = _cli(["store", "info", str(url)])
+    assert res.exit_code == 0 and "incomplete" in res.output and "resumes by default" in res.output
+    assert "--resume" not in res.output and "DAMAGED" not in res.output
+    shard = url / "shards/00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-4])
+    (url / "index/00002.parquet").write_bytes(b"PAR1")
+    res = _cli(["store", "info", str(url)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "DAMAGED: 2 file(s) do not match the manifest" in out
+    assert "shards/00001.safetensors" in out and "the manifest says" in out and "index/00002.parquet" in out
+    assert f"arcscope store verify {url}" in out and "tasks unknown" in out
+    info = json.loads(_cli(["store", "info", str(url), "--json"]).output)
+    assert sorted(info["damaged"]) == ["index/00002.parquet", "shards/00001.safetensors"]
 
 
 # ---- export -----------------------------------------------------------------------------------------------

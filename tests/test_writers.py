@@ -120,6 +120,25 @@ def test_duplicate_and_unsafe_ids(tmp_path, make_task):
     assert not (tmp_path / "x").exists()
 
 
+def test_dir_ids_too_long_for_a_file_name(tmp_path, make_task):
+    t = make_task("ok")
+    for bad, n in (("a" * 300, 300), ("\u20ac" * 70, 210)):  # 70 euro signs are 210 bytes in UTF-8
+        with pytest.raises(TaskFormatError) as e:
+            save([t, t.with_id(bad)], f"dir:{tmp_path}/x")
+        msg = str(e.value)
+        assert f"{tmp_path / 'x'}, task " in msg and f"({len(bad)} characters)" in msg
+        assert f"at most 200 bytes in UTF-8; this one is {n}" in msg and "\n" not in msg
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(TaskFormatError, match="control characters"):
+        save([t.with_id("a\nb")], f"dir:{tmp_path}/x")
+    # 200 bytes is still a file name; with on_error="skip" the rest is written and the bad id reported.
+    skipped: list = []
+    ids = [t, t.with_id("b" * 200), t.with_id("c" * 201)]
+    save(ids, f"dir:{tmp_path}/x", on_error="skip", skipped=skipped)
+    assert sorted(p.stem for p in (tmp_path / "x").iterdir()) == ["b" * 200, "ok"]
+    assert len(skipped) == 1 and "this one is 201" in skipped[0][1]
+
+
 def test_resolve_target(tmp_path):
     assert resolve_target(tmp_path / "a.parquet") == ("parquet", tmp_path / "a.parquet")
     assert resolve_target(tmp_path / "folder")[0] == "dir"
@@ -145,3 +164,26 @@ def test_empty_outputs_read_back_empty(tmp_path):
     for spec in (f"jsonl:{tmp_path}/e.jsonl", f"parquet:{tmp_path}/e.parquet"):
         save([], spec)
         assert len(load(spec)) == 0
+
+
+def test_dir_overwrite_only_replaces_task_files(tmp_path, small_taskset, capsys):
+    from arcscope.cli import main
+
+    out = tmp_path / "d"
+    save(small_taskset, f"dir:{out}")
+    settings = json.dumps({"theme": "dark", "tasks": 5})
+    (out / "settings.json").write_text(settings)  # a .json file, but no task
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(
+        SourceError, match=r"holds more than task files \(settings.json\).*move those files out"
+    ):
+        save(small_taskset[:1], f"dir:{out}", overwrite=True)
+    src = save(small_taskset[:2], tmp_path / "two.jsonl")
+    with pytest.raises(SystemExit) as e:
+        main(["tasks", "convert", "-t", str(src), "-o", f"dir:{out}", "--overwrite", "-q"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "settings.json" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "settings.json").read_text() == settings
+    (out / "settings.json").unlink()
+    save(small_taskset[:1], f"dir:{out}", overwrite=True)  # task files only: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["task0.json"]

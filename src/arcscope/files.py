@@ -19,6 +19,7 @@ import errno
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +47,69 @@ PathArg = str | os.PathLike[str]
 def temp_name(name: str, mark: str = TMP_MARK) -> str:
     """A fresh hidden sibling name for ``name`` (unique per call, so concurrent writers never collide)."""
     return f".{name}{mark}{uuid.uuid4().hex[:12]}"
+
+
+def is_leftover(name: str, of: str | None = None) -> bool:
+    """Whether ``name`` is a temporary or replaced name a writer makes (of the file named ``of``, if given)."""
+    if of is None:
+        return name.startswith(".") and (TMP_MARK in name or OLD_MARK in name)
+    marks = "|".join(re.escape(m) for m in (TMP_MARK, OLD_MARK))
+    return re.fullmatch(re.escape(f".{of}") + f"(?:{marks})[0-9a-f]+", name) is not None
+
+
+def hold(path: PathArg) -> int | None:
+    """Create ``path`` and lock it while this process lives (the lock dies with it); the fd, or None.
+
+    :func:`remove_leftovers` leaves a held file alone, so a live writer's temporary file survives another
+    run's clean-up while a killed writer's does not.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass  # no flock here: the file is still written and renamed, only unprotected from a concurrent start
+    return fd
+
+
+def _held(path: str) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock: a leftover cannot be told from a live file, treat it as stale
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # a file system without flock
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_leftovers(folder: PathArg, *, of: str | None = None) -> list[Path]:
+    """Remove what killed writers left in ``folder``: temporary and replaced names (only ``of``'s, if given).
+
+    Nothing else is touched: a user's file never matches the ``.NAME.tmp-<hex>`` pattern, and a file a live
+    writer holds (:func:`hold`) is kept. Returns what was removed.
+    """
+    try:
+        entries = [e for e in os.scandir(folder) if is_leftover(e.name, of)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for e in entries:
+        if not e.is_dir(follow_symlinks=False) and _held(e.path):
+            continue  # another run writing the same output right now
+        _remove(Path(e.path))
+        removed.append(Path(e.path))
+    return removed
 
 
 def _target(
@@ -116,7 +180,28 @@ def _upload(
         raise
 
 
-class AtomicFile:
+class _Staged:
+    """A result built under a temporary name: ``with`` commits it on success and aborts it on error."""
+
+    tmp: Path
+
+    def commit(self) -> object:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class AtomicFile(_Staged):
     """A temporary path ``tmp`` that becomes ``path`` on :meth:`commit`; a ``with`` block commits on success.
 
     Local targets get a hidden sibling in the same folder (a rename across file systems is not atomic);
@@ -162,15 +247,6 @@ class AtomicFile:
         """Remove the temporary file; the target is left as it was."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def atomic_path(
@@ -289,7 +365,7 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-class DirSwap:
+class DirSwap(_Staged):
     """A temporary sibling folder ``tmp`` that takes the place of the local folder ``path`` on :meth:`commit`.
 
     A ``with`` block commits on success and drops the temporary folder on error (the old folder stays).
@@ -341,15 +417,6 @@ class DirSwap:
         """Remove the temporary folder; ``path`` is left as it was."""
         _remove(self.tmp)
 
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
 
 def replace_dir(path: PathArg, *, fsync: bool = True) -> DirSwap:
     """A context manager yielding an empty temporary folder to fill; it replaces the folder ``path`` on success."""
@@ -366,6 +433,9 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "hold",
+    "is_leftover",
+    "remove_leftovers",
     "replace_dir",
     "temp_name",
 ]

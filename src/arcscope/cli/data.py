@@ -307,7 +307,8 @@ def enrich_cmd(
     """Ask an LLM about each record through an OpenAI-compatible endpoint and add the parsed answer as fields.
 
     The key is read from the environment variable --api-key-env names; it never appears in output, logs or errors.
-    Replies are cached (model + request + record hash), so a re-run resumes without paying twice.
+    Replies are cached (endpoint + model + request + record hash), so a re-run resumes without paying twice.
+    A run in which every record failed exits with status 2 and says how many failed.
     """
     from arcscope.datasets.llm import enrich
     from arcscope.datasets.records import DatasetError

@@ -203,6 +203,9 @@ def train_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the latest step_N checkpoint in --out."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Discard a run already in --out and train from scratch."
+    ),
     overrides: list[str] = typer.Argument(
         None, help="key=value overrides, e.g. arch.hidden_size=128 lr=3e-4 epochs=100."
     ),
@@ -230,7 +233,7 @@ def train_cmd(
         )
 
     with progress_bar(quiet) as bar:
-        result = train(cfg, resume=resume, progress=bar, on_eval=on_eval)
+        result = train(cfg, resume=resume, overwrite=overwrite, progress=bar, on_eval=on_eval)
     if not quiet:
         _print_json(
             {

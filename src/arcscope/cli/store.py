@@ -38,12 +38,16 @@ def info(
     storage_options: StorageOptionsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Model, hooks, rows, shards, bytes, role and task counts, and whether the job finished."""
+    """Model, hooks, rows, shards, bytes, role and task counts, whether the job finished, and whether the
+    files match the manifest (sizes and headers; `store verify` also hashes them). Exit 1 when they do not."""
     from arcscope.store import open_store
 
-    store = open_store(url, storage_options)
-    index = store.index(columns=["task_id", "role"])
-    roles = index.column("role").value_counts().to_pylist()
+    # Sizes and headers only: info stays quick on a big remote store; `store verify` is the full check.
+    store = open_store(url, storage_options, verify="size")
+    damaged = store.check_shards("size")
+    index_files = {s.index for s in store.shards}
+    index = None if index_files & set(damaged) else store.index(columns=["task_id", "role"])
+    roles = index.column("role").value_counts().to_pylist() if index is not None else []
     summary = {
         "url": store.url,
         "complete": store.complete,
@@ -53,27 +57,48 @@ def info(
         "rows": store.n_rows,
         "shards": len(store.shards),
         "bytes": store.nbytes,
-        "tasks": len(index.column("task_id").unique()),
+        "tasks": len(index.column("task_id").unique()) if index is not None else None,
         "roles": {r["values"]: r["counts"] for r in sorted(roles, key=lambda r: -r["counts"])},
         "updated": store.manifest.get("updated"),
+        "damaged": damaged,
     }
     if as_json:
         console.print_json(json.dumps(summary))
+        if damaged:
+            raise typer.Exit(1)
         return
-    state = "[green]complete[/]" if store.complete else "[yellow]incomplete[/] (resume with --resume)"
+    state = (
+        "[green]complete[/]"
+        if store.complete
+        else "[yellow]incomplete[/] (rerun the `arcscope run` command that wrote it: it resumes by default)"
+    )
     console.print(f"[bold]{escape(store.url)}[/]  {state}")
+    if damaged:
+        console.print(
+            f"[red]DAMAGED: {len(damaged)} file(s) do not match the manifest; reads of them will fail[/]"
+        )
+        for file, why in damaged.items():
+            console.print(f"  {escape(file)}: {escape(why)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"run `arcscope store verify {escape(store.url)}` for the full check (sha256 of every file); "
+            "to rebuild the store, rerun the job that wrote it with --overwrite",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"model      {escape(json.dumps(summary['model']))}")
     if summary["tokenizer"]:
         console.print(f"tokenizer  {escape(str(summary['tokenizer']))}")
+    tasks = f"{summary['tasks']} tasks" if index is not None else "tasks unknown (an index file is damaged)"
     console.print(
-        f"rows       {store.n_rows:,} in {len(store.shards)} shards, {_size(store.nbytes)}, "
-        f"{summary['tasks']} tasks"
+        f"rows       {store.n_rows:,} in {len(store.shards)} shards, {_size(store.nbytes)}, {tasks}"
     )
     console.print("roles      " + ", ".join(f"{escape(str(k))} {v:,}" for k, v in summary["roles"].items()))
     table = Table("hook", "d", "dtype", box=None, pad_edge=False)
     for name, (d, dt) in store.hooks.items():
         table.add_row(escape(name), str(d), dt)
     console.print(table)
+    if damaged:
+        raise typer.Exit(1)
 
 
 @store_app.command("verify")

@@ -157,10 +157,14 @@ def convert(
     stream = _counted(
         iter_tasks(tasks, on_error.value, skipped, limit=limit), tasks, "converting", quiet, count
     )
-    path = save(stream, out, overwrite=overwrite)
+    # Tasks the output cannot hold (a dir: id that is no file name) are skipped by the writer.
+    unwritable: list[tuple[str, str]] = []
+    path = save(stream, out, overwrite=overwrite, on_error=on_error.value, skipped=unwritable)
+    skipped += unwritable
     _report_skipped(skipped)
+    written = count[0] - len(unwritable)
     console.print(
-        f"wrote {count[0]} tasks to {escape(str(path))}" + (f" ({len(skipped)} skipped)" if skipped else ""),
+        f"wrote {written} tasks to {escape(str(path))}" + (f" ({len(skipped)} skipped)" if skipped else ""),
         highlight=False,
         soft_wrap=True,
     )

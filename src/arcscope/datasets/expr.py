@@ -10,19 +10,40 @@ fields. Allowed: literals, ``and or not``, comparisons (``in``, ``not in``, chai
 else y``, the functions in :data:`FUNCTIONS` and the string methods in :data:`STR_METHODS`. Nothing else
 (no attribute of Python objects, no imports, no lambdas) is evaluated, so an expression from a YAML file or
 a command line cannot run code.
+
+Nor can it ask for unbounded work: an expression is at most :data:`MAX_LENGTH` characters and
+:data:`MAX_DEPTH` levels deep, integer arithmetic stops at :data:`MAX_INT_BITS` bits and repeated text or
+lists at :data:`MAX_ITEMS` items (checked before computing), and ``matches()`` runs in linear time
+(:mod:`arcscope.datasets.safe_re`). Each limit is a DatasetError naming the record and the rule.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import operator
-import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from arcscope.datasets.records import DatasetError, Rec
+from arcscope.datasets.safe_re import PatternError, compile_pattern, search
+
+MAX_LENGTH = 4096
+"""Most characters in one expression."""
+
+MAX_DEPTH = 100
+"""Most levels of nesting in one expression's syntax tree."""
+
+MAX_INT_BITS = 4096
+"""Largest integer (in bits, about 1,233 decimal digits) that arithmetic may produce."""
+
+MAX_ITEMS = 1_000_000
+"""Longest text or list that ``*`` may build."""
+
+MAX_ROUND_DIGITS = 400
+"""Largest ``ndigits`` (either sign) that ``round()`` takes: ``round(x, -10**7)`` alone takes seconds."""
 
 
 def _grids(task):
@@ -63,7 +84,17 @@ TASK_PROPERTIES: dict[str, tuple[Callable[[Any], Any], str]] = {
 
 
 def _matches(text: Any, pattern: str) -> bool:
-    return re.search(pattern, str(text)) is not None
+    if not isinstance(pattern, str):
+        raise TypeError(f"matches() takes the pattern as text, got {type(pattern).__name__}")
+    return search(pattern, str(text))
+
+
+def _round(x: Any, ndigits: Any = None) -> Any:
+    if isinstance(ndigits, int) and abs(ndigits) > MAX_ROUND_DIGITS:
+        raise ValueError(
+            f"round() takes ndigits within -{MAX_ROUND_DIGITS}..{MAX_ROUND_DIGITS}, got {ndigits}"
+        )
+    return round(x) if ndigits is None else round(x, ndigits)
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -74,7 +105,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sum": sum,
     "any": any,
     "all": all,
-    "round": round,
+    "round": _round,
     "int": int,
     "float": float,
     "str": str,
@@ -132,9 +163,46 @@ _ALLOWED = (
 )
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer))
+
+
+def _too_big(op: ast.operator, left: Any, right: Any) -> str | None:
+    """Why ``left op right`` would build a result past the limits, judged before computing it."""
+    if isinstance(op, ast.Pow) and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+        bits = int(right) * math.log2(abs(int(left)))
+        if bits > MAX_INT_BITS:
+            return f"the power would have about {bits:.0f} bits; integers may have at most {MAX_INT_BITS}"
+    if isinstance(op, ast.Mult):
+        if _is_int(left) and _is_int(right):
+            bits = int(left).bit_length() + int(right).bit_length()
+            if bits > MAX_INT_BITS + 1:
+                return f"the product would have about {bits} bits; integers may have at most {MAX_INT_BITS}"
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and _is_int(n) and len(seq) * max(int(n), 0) > MAX_ITEMS:
+                return (
+                    f"repeating a {type(seq).__name__} of {len(seq)} items {n} times exceeds "
+                    f"{MAX_ITEMS} items"
+                )
+    if isinstance(op, ast.Mod) and isinstance(left, str):
+        return "'%' formatting of text is not allowed (a width such as '%9999999d' builds any size of text)"
+    return None
+
+
 class _FieldMissing(Exception):
     def __init__(self, name: str):
         self.name = name
+
+
+def _depth(tree: ast.AST) -> int:
+    """The depth of a syntax tree, found without recursion (the evaluator recurses once per level)."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 class Expression:
@@ -145,10 +213,25 @@ class Expression:
         self.label = label
         if not self.text:
             raise DatasetError(f"{label}: empty expression")
+        if len(self.text) > MAX_LENGTH:
+            raise DatasetError(
+                f"{label} {self.text[:40]!r}...: the expression has {len(self.text)} characters; "
+                f"at most {MAX_LENGTH} are allowed (split it into several --where)"
+            )
         try:
             tree = ast.parse(self.text, mode="eval")
         except SyntaxError as e:
             raise DatasetError(f"{label} {text!r}: syntax error at column {e.offset}: {e.msg}") from None
+        except (RecursionError, MemoryError):
+            # Python's own parser gives up on a few thousand nested operators.
+            raise DatasetError(
+                f"{label} {self.text[:40]!r}...: nested too deeply to parse; at most {MAX_DEPTH} levels"
+            ) from None
+        depth = _depth(tree)
+        if depth > MAX_DEPTH:
+            raise DatasetError(
+                f"{label} {self.text[:40]!r}...: nested {depth} levels deep; at most {MAX_DEPTH} are allowed"
+            )
         names: set[str] = set()
         for node in ast.walk(tree):
             if not isinstance(node, _ALLOWED):
@@ -166,6 +249,13 @@ class Expression:
                         f"{label} {text!r}: only {sorted({*FUNCTIONS, 'has', 'get'})} and the string methods "
                         f"{sorted(STR_METHODS)} may be called, positionally"
                     )
+                if isinstance(f, ast.Name) and f.id == "matches" and len(node.args) == 2:
+                    pat = node.args[1]
+                    if isinstance(pat, ast.Constant) and isinstance(pat.value, str):
+                        try:
+                            compile_pattern(pat.value)
+                        except PatternError as e:
+                            raise DatasetError(f"{label} {text!r}: pattern {pat.value!r}: {e}") from None
             if isinstance(node, ast.Name):
                 names.add(node.id)
         self.tree = tree
@@ -240,6 +330,8 @@ class Expression:
                 raise DatasetError(
                     f"{rec.where}: exponent {right} is too large (at most 64) in {self.text!r}"
                 )
+            if rule := _too_big(node.op, left, right):
+                raise DatasetError(f"{rec.where}: {rule} (in {self.label} {self.text!r})")
             return _BINOPS[type(node.op)](left, right)
         if isinstance(node, ast.Compare):
             left = ev(node.left, rec, extra)
@@ -293,7 +385,10 @@ class Expression:
                 except DatasetError:
                     return False if f.id == "has" else (args[1] if len(args) > 1 else None)
                 return True if f.id == "has" else value
-            return FUNCTIONS[f.id](*args)
+            try:
+                return FUNCTIONS[f.id](*args)
+            except PatternError as e:
+                raise DatasetError(f"{rec.where}: matches() in {self.label} {self.text!r}: {e}") from None
         raise DatasetError(f"{self.label}: cannot evaluate {ast.unparse(node)!r}")  # pragma: no cover
 
 
@@ -303,4 +398,14 @@ def compile_where(where: str | list[str] | tuple[str, ...], label: str = "--wher
     return [Expression(w, label=label) for w in items]
 
 
-__all__ = ["FUNCTIONS", "STR_METHODS", "TASK_PROPERTIES", "Expression", "compile_where"]
+__all__ = [
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_INT_BITS",
+    "MAX_ITEMS",
+    "MAX_LENGTH",
+    "STR_METHODS",
+    "TASK_PROPERTIES",
+    "Expression",
+    "compile_where",
+]

@@ -10,18 +10,24 @@
   ``parse_retries`` times, then the record is written with ``enrich_status = "failed"`` and the reason. A
   rejected key (401/403), a wrong URL or model (404) or an endpoint that cannot be reached stops the run
   with one clear error.
-- **Cache**: every parsed reply is stored at once in an SQLite file keyed by sha256(model, request, record
-  hash), so a re-run (after a kill, a crash or a ``--limit`` trial) pays only for what is not there yet.
+- **Cache**: every parsed reply is stored at once in an SQLite file keyed by sha256(endpoint, model, request,
+  record hash), so a re-run (after a kill, a crash or a ``--limit`` trial) pays only for what is not there yet,
+  and another server with the same model name is asked, not served from the cache.
 - **Secrets**: the key is read from the environment variable named by ``api_key_env`` and is only ever put in
-  the ``Authorization`` header; every text that leaves this module (output fields, errors, reports, cache)
-  has it replaced by ``***``.
+  the ``Authorization`` header; it and any credential in the base URL (a password, ``?key=...``) go through
+  one :class:`Redactor`, which every record (nested values included), report, cache entry and error passes
+  on its way out, so none of them holds a secret: it reads ``***`` instead.
+- **Outcome**: a run in which every record failed raises :class:`EnrichError` (CLI: exit 2) saying how many,
+  after writing the records with their reasons.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
+import math
 import os
 import random
 import re
@@ -50,6 +56,7 @@ from arcscope.datasets.records import (
 )
 from arcscope.datasets.step_report import StepReport, config_dict
 from arcscope.datasets.steps import _fail_or_skip, _finish, make_config
+from arcscope.errors import ArcscopeError
 from arcscope.progress import ProgressFn, Ticker
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524})
@@ -159,9 +166,34 @@ class EnrichConfig:
             raise DatasetError("enrich: name the answer fields to add (--fields difficulty,rationale)")
         if self.answer == "text" and not self.fields:
             self.fields = ["enrich_text"]
-        if self.concurrency < 1:
-            raise DatasetError(f"enrich: concurrency must be >= 1, got {self.concurrency}")
+        # Checked here, so the library, pipeline files and the CLI share one rule and one message.
+        for name, least in (("concurrency", 1), ("max_retries", 0), ("parse_retries", 0)):
+            _check_count(name, getattr(self, name), least)
+        if self.max_tokens is not None:
+            _check_count("max_tokens", self.max_tokens, 1)
+        _check_seconds("timeout", self.timeout, zero_ok=False)
+        _check_seconds("backoff", self.backoff, zero_ok=True)
+        _check_seconds("max_backoff", self.max_backoff, zero_ok=True)
         _template_fields(self.prompt)  # a malformed template fails now, not on the first record
+
+
+def _option(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _check_count(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise DatasetError(f"enrich: {_option(name)} must be a whole number >= {least}, got {value!r}")
+
+
+def _check_seconds(name: str, value: Any, *, zero_ok: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # NaN fails every comparison, and an infinite wait never ends: both are rejected with negatives.
+    if not ok or value < 0 or (value == 0 and not zero_ok):
+        rule = ">= 0" if zero_ok else "> 0"
+        raise DatasetError(
+            f"enrich: {_option(name)} must be a finite number of seconds {rule}, got {value!r}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ prompt
@@ -262,14 +294,95 @@ def parse_answer(
 # ------------------------------------------------------------------------------------------------ client
 
 
-class _Redactor:
-    def __init__(self, secret: str | None):
-        self.secret = secret or None
+MASK = "***"
+"""What every secret is replaced by, wherever it would be written."""
 
-    def __call__(self, text: Any) -> Any:
-        if self.secret and isinstance(text, str) and self.secret in text:
-            return text.replace(self.secret, "***")
+_PUBLIC_PARAMS = frozenset({"api-version", "api_version", "version", "format", "alt"})
+"""Query parameters of a base URL that are settings, not credentials; every other value is masked."""
+
+_MIN_QUERY_SECRET = 6
+"""Query values shorter than this are masked in the URL but not searched for in text (too common to scrub)."""
+
+
+class Redactor:
+    """The one redaction of ``enrich``: every secret becomes ``***`` in text and in nested values (keys too).
+
+    Everything the step writes (records, report, cache, error messages) passes through one instance, made
+    from the API key and the credentials in the base URL, in their plain, URL-quoted and JSON-escaped forms.
+    """
+
+    def __init__(self, secrets: list[str | None] | tuple[str | None, ...] = ()):
+        forms: set[str] = set()
+        for s in secrets:
+            if s:
+                forms |= {s, urllib.parse.quote(s, safe=""), urllib.parse.quote_plus(s)}
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted(forms, key=len, reverse=True)
+        # A string holding a secret holds its JSON-escaped form once encoded: one fast scan of dumps().
+        self._json_forms = sorted({json.dumps(f, ensure_ascii=False)[1:-1] for f in forms}, key=len)
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret replaced."""
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, MASK)
         return text
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` (text, or JSON-like nested dicts and lists) with every secret replaced; unchanged if clean."""
+        if not self.secrets or value is None:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, (dict, list, tuple, bytes)):
+            blob = dumps(value)
+            if not any(f in blob for f in self._json_forms):
+                return value  # the common case: one C-speed encode instead of a walk in Python
+            return self._walk(value)
+        return value
+
+    def _walk(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {(self.text(k) if isinstance(k, str) else k): self._walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self._walk(x) for x in v]
+        if isinstance(v, bytes):
+            return self.text(v.decode("utf-8", "replace"))
+        return v
+
+
+def endpoint_url(url: str) -> tuple[str, list[str]]:
+    """``url`` as it may be recorded (password and credential-like query values masked) and the secrets in it."""
+    u = urllib.parse.urlsplit(url.strip())
+    secrets: list[str] = []
+    netloc = u.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"  # an IPv6 literal
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    if port is not None:
+        netloc += f":{port}"
+    if u.username is not None or u.password is not None:
+        if u.password:
+            secrets += [u.password, urllib.parse.unquote(u.password)]
+            netloc = f"{u.username}:{MASK}@{netloc}"
+        else:  # a bare token as the user name (https://TOKEN@host)
+            secrets += [u.username or "", urllib.parse.unquote(u.username or "")]
+            netloc = f"{MASK}@{netloc}"
+    query = []
+    for name, value in urllib.parse.parse_qsl(u.query, keep_blank_values=True):
+        if name.lower() in _PUBLIC_PARAMS or not value:
+            query.append((name, value))
+            continue
+        query.append((name, MASK))
+        if len(value) >= _MIN_QUERY_SECRET:
+            secrets.append(value)
+    shown = urllib.parse.urlunsplit((u.scheme, netloc, u.path, urllib.parse.urlencode(query, safe="*"), ""))
+    return shown, [s for s in secrets if s]
 
 
 class _Fatal(Exception):
@@ -290,22 +403,38 @@ class ChatClient:
     def __init__(
         self, base_url: str, api_key: str | None, timeout: float, api_key_env: str = "OPENAI_API_KEY"
     ):
-        url = base_url.rstrip("/")
-        if not url.endswith("/chat/completions"):
-            url += "/chat/completions"
-        u = urllib.parse.urlsplit(url)
+        u = urllib.parse.urlsplit(base_url.strip())
+        try:
+            _ = u.port  # parsed lazily: a bad port raises only when asked for
+        except ValueError:
+            u = u._replace(scheme="")  # an unusable port: reported below like any other bad URL
         if u.scheme not in ("http", "https") or not u.hostname:
-            raise EnrichError(f"enrich: base URL {base_url!r} is not an http(s) URL")
-        self.url = urllib.parse.urlunsplit(
-            (u.scheme, u.hostname + (f":{u.port}" if u.port else ""), u.path, "", "")
-        )
+            # The URL itself is not repeated: it may hold a credential.
+            raise EnrichError(
+                f"enrich: base URL (scheme {u.scheme or 'none'!r}, host {u.hostname or 'none'!r}) is not an "
+                "http(s) URL with a host and a valid port; pass e.g. --base-url http://127.0.0.1:8000/v1"
+            )
+        # The route goes on the path, before any query (?key=... stays a query of the full URL).
+        path = u.path.rstrip("/")
+        if not path.endswith("/chat/completions"):
+            path += "/chat/completions"
+        full = urllib.parse.urlunsplit((u.scheme, u.netloc, path, u.query, ""))
+        self.url, url_secrets = endpoint_url(full)
+        """The endpoint as it is shown and recorded (credentials masked); also part of the cache key."""
         self._scheme, self._host, self._port = u.scheme, u.hostname, u.port
-        self._path = u.path + (f"?{u.query}" if u.query else "")
+        self._path = path + (f"?{u.query}" if u.query else "")
         self._key = api_key
+        self._basic: str | None = None
+        if not api_key and (u.username or u.password):
+            # Credentials in the URL are sent the way curl sends them, when no key is set.
+            cred = f"{urllib.parse.unquote(u.username or '')}:{urllib.parse.unquote(u.password or '')}"
+            self._basic = base64.b64encode(cred.encode()).decode()
+            url_secrets.append(self._basic)
         self.key_env = api_key_env
         self.timeout = timeout
         self._local = threading.local()
-        self.redact = _Redactor(api_key)
+        self.redact = Redactor([api_key, *url_secrets])
+        """The redaction every text this step writes goes through."""
 
     def __repr__(self) -> str:
         return f"ChatClient({self.url!r})"
@@ -329,6 +458,8 @@ class ChatClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
+        elif self._basic:
+            headers["Authorization"] = f"Basic {self._basic}"
         data = json.dumps(body).encode()
         conn = self._conn()
         try:
@@ -494,7 +625,8 @@ class _Worker:
                     last = f"no response within {self.cfg.timeout:g} s"
                 self._sleep(attempt, idx, None)
                 continue
-            text = redact(payload[:300].decode("utf-8", "replace"))
+            # Redacted before it is cut short, so no part of a secret survives the cut.
+            text = redact(payload.decode("utf-8", "replace"))[:300]
             if status in (401, 403):
                 env = self.client.key_env
                 have = "is set" if self.client._key else "is not set"
@@ -554,9 +686,13 @@ class _Worker:
         return _Result(reply, None, f"{why} (after {cfg.parse_retries + 1} tries)")
 
 
-def request_key(model: str, body: dict[str, Any], rec: Rec) -> str:
-    """Cache key: sha256 of the model, the request (messages and sampling settings) and the record hash."""
-    text = json.dumps({"model": model, "request": body, "record": record_hash(rec.data)}, sort_keys=True)
+def request_key(model: str, body: dict[str, Any], rec: Rec, endpoint: str) -> str:
+    """Cache key: sha256 of the endpoint (credentials masked), the model, the request and the record hash."""
+    # The endpoint is in the key: another server with the same model name is another model.
+    text = json.dumps(
+        {"endpoint": endpoint, "model": model, "request": body, "record": record_hash(rec.data)},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -582,7 +718,9 @@ def enrich(
         cache = ReplyCache(default_cache_path() if cfg.cache == "default" else cfg.cache)
     src, dst = os.fspath(source), os.fspath(out)
     report = StepReport("enrich", src, dst, config_dict(cfg))
+    report.config["base_url"] = endpoint_url(cfg.base_url)[0]
     report.config["endpoint"] = client.url
+    failures: list[str] = []
     skipped: Skipped = []
     ticker = Ticker(progress, "enrich", every=max(1, cfg.concurrency))
     counters = _Counters()
@@ -598,13 +736,16 @@ def enrich(
 
     def emit(rec: Rec, res: _Result, w: RecordWriter) -> None:
         for f in cfg.fields:  # type: ignore[union-attr]
-            value = None if res.fields is None else res.fields.get(f)
-            rec.set(f, redact(value))
+            rec.set(f, None if res.fields is None else res.fields.get(f))
         if cfg.raw_field:
-            rec.set(cfg.raw_field, redact(res.reply))
+            rec.set(cfg.raw_field, res.reply)
         rec.set(cfg.status_field, "ok" if res.error is None else "failed")
-        rec.set(error_field, redact(res.error))
+        rec.set(error_field, res.error)
         counters.add(**({"ok": 1} if res.error is None else {"failed": 1}))
+        if res.error is not None and not failures:
+            failures.append(f"{rec.where}: {res.error}")
+        # The whole record, nested values included: a reply may echo a secret anywhere in its JSON.
+        rec.data = redact(rec.data)
         w.write(rec)
         report.records_out += 1
         ticker.tick()
@@ -630,7 +771,7 @@ def enrich(
                     _fail_or_skip(e, on_error, skipped)
                     continue
                 body = worker.body(messages)
-                k = request_key(cfg.model, body, rec)
+                k = request_key(cfg.model, body, rec, client.url)
                 hit = cache.get(k)
                 if hit is not None:
                     try:
@@ -644,16 +785,32 @@ def enrich(
                 # Emit in input order; a bounded window keeps memory flat and all workers busy.
                 drain(w, 4 * cfg.concurrency)
             drain(w, 0)
-    except BaseException:
+    except BaseException as e:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         cache.close()
+        if isinstance(e, ArcscopeError):
+            # Errors from lower layers may quote a record or a reply: the CLI prints this text.
+            e.args = tuple(redact(a) for a in e.args)
         raise
     pool.shutdown(wait=True)
     cache.close()
     report.figures = counters.to_json()
     report.figures["cache"] = None if cfg.cache is None else str(cache.path)
-    return _finish(report, skipped, ticker, dst)
+    for name in ("input", "output", "config", "figures"):
+        setattr(report, name, redact(getattr(report, name)))
+    skipped[:] = [(redact(where), redact(why)) for where, why in skipped]
+    report = _finish(report, skipped, ticker, dst)
+    if counters.failed and not counters.ok:
+        # Nothing usable came back: a run that "succeeds" here would hide a broken endpoint or prompt.
+        raise EnrichError(
+            redact(
+                f"enrich: all {counters.failed} record(s) failed (first: {failures[0]}); the reasons are in "
+                f"the {error_field!r} field of {dst} and its report; check --base-url, --model and the "
+                "prompt, then run again (failed records are not cached)"
+            )
+        )
+    return report
 
 
 __all__ = [
@@ -661,7 +818,9 @@ __all__ = [
     "ChatClient",
     "EnrichConfig",
     "EnrichError",
+    "Redactor",
     "ReplyCache",
+    "endpoint_url",
     "enrich",
     "parse_answer",
     "render_prompt",

@@ -15,8 +15,9 @@
 A step writes ``NN-STEP.jsonl`` (records), ``NN-lengths.json``/``.png`` or its export folder in the workdir,
 with ``NN-STEP.done.json`` once it has finished. The done file holds a fingerprint of the step's settings and
 of everything before it; a re-run skips a step whose fingerprint matches and whose output is there, and runs
-the rest. An interrupted step has no done file and runs again: enrich then takes what it already paid for
-from its cache (``workdir/enrich-cache.sqlite`` unless set), the others are cheap to repeat.
+the rest. An interrupted step has no done file and runs again, after removing the temporary files it left;
+enrich then takes what it already paid for from its cache (``workdir/enrich-cache.sqlite`` unless set), the
+others are cheap to repeat.
 
 Per step, ``on_error``, ``limit`` and ``out`` (where the output goes) may be set beside the step's settings.
 ``workdir`` and ``out`` are relative to the pipeline file's folder; ``input`` is a spec as on the command line
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcscope.datasets.records import DatasetError, dumps
-from arcscope.datasets.step_report import StepReport
+from arcscope.datasets.records import DatasetError, dumps, remove_stale_temps
+from arcscope.datasets.step_report import StepReport, report_path
 from arcscope.files import atomic_write_json
 from arcscope.progress import ProgressFn, relabel
 
@@ -250,6 +251,11 @@ def run_pipeline(
                     current = out
                 continue
         done.unlink(missing_ok=True)
+        # A step killed mid-write left hidden temporary siblings of its files; they go before it runs again.
+        leftovers = [done, out_path, report_path(out)]
+        leftovers += [Path(settings[k]) for k in ("json_out", "png_out") if settings.get(k)]
+        for f in leftovers:
+            remove_stale_temps(f)
         if log:
             log(f"step {i} {st.name}: running -> {out}")
         cb = relabel(progress, f"step {i} {st.name}")

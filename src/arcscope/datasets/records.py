@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from arcscope.errors import ArcscopeError, SourceError, TaskFormatError
-from arcscope.files import AtomicFile, temp_name
+from arcscope.files import AtomicFile, hold, remove_leftovers, temp_name
 from arcscope.tasks.core import Task
 from arcscope.tasks.sources import parse_spec, split_kind
 
@@ -139,6 +140,24 @@ def _kind_and_path(spec: str) -> tuple[str, str]:
     return kind, rest
 
 
+def _loads(raw: bytes | str, where: str, what: str = "") -> Any:
+    """One JSON value of a record; every way it can fail (bad text, deep nesting, a huge number) is one
+    DatasetError naming ``where`` (the task readers' :func:`~arcscope.tasks.sources.parse_json` wording)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        pass
+    from arcscope.errors import TaskFormatError
+    from arcscope.tasks.sources import parse_json
+
+    try:
+        parse_json(raw, source=None, what=what)
+    except TaskFormatError as e:
+        raise DatasetError(f"{where}: {e.rule}") from None
+    # It parsed only with an integer too long for Python to convert: a record cannot hold that value.
+    raise DatasetError(f"{where}: holds an integer longer than {sys.get_int_max_str_digits()} digits")
+
+
 def _read_jsonl(path: Path, label: str) -> Iterator[Rec | DatasetError]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as f:
@@ -147,10 +166,9 @@ def _read_jsonl(path: Path, label: str) -> Iterator[Rec | DatasetError]:
                 continue
             where = f"{label} line {lineno}"
             try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
-                yield DatasetError(f"{where}: invalid JSON: {msg}")
+                obj = _loads(raw, where)
+            except DatasetError as e:
+                yield e
                 continue
             if not isinstance(obj, dict):
                 yield DatasetError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
@@ -164,9 +182,9 @@ def _decode_json(row: dict[str, Any], cols: list[str], where: str) -> Rec | Data
         v = row.get(c)
         if isinstance(v, str):
             try:
-                row[c] = json.loads(v)
-            except json.JSONDecodeError as e:
-                return DatasetError(f"{where}: column {c!r} holds invalid JSON ({e.msg})")
+                row[c] = _loads(v, where, what=f"column {c!r}")
+            except DatasetError as e:
+                return e
     return Rec(row, where)
 
 
@@ -427,8 +445,29 @@ def _has_struct(typ) -> bool:
     return False
 
 
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed writers of ``path`` left (its unheld ``.NAME.tmp-<hex>`` siblings); returns them."""
+    p = Path(path)
+    return remove_leftovers(p.parent, of=p.name)
+
+
+def step_outputs(spec: str | os.PathLike[str]) -> list[Path]:
+    """The files a step writing ``spec`` may leave temporary names of: the output, its scratch, its report."""
+    from arcscope.datasets.step_report import report_path
+
+    kind, path = _out_kind(os.fspath(spec))
+    names = [path, path.with_name(path.with_suffix(".jsonl").name), report_path(spec)]
+    if kind == "kaggle" and path.name.endswith("_challenges.json"):
+        names.append(path.with_name(path.name[: -len("_challenges.json")] + "_solutions.json"))
+    return names
+
+
 class RecordWriter:
-    """Write records to ``jsonl:``, ``parquet:``, ``dir:`` or ``kaggle:`` atomically (a context manager)."""
+    """Write records to ``jsonl:``, ``parquet:``, ``dir:`` or ``kaggle:`` atomically (a context manager).
+
+    Its temporary file is locked while it lives, and a new writer first removes the unlocked temporary
+    names that a killed run of the same output left behind.
+    """
 
     def __init__(self, spec: str | os.PathLike[str], *, overwrite: bool = True, row_group_size: int = 1000):
         self.spec = os.fspath(spec)
@@ -436,7 +475,10 @@ class RecordWriter:
         if self.path.exists() and not overwrite:
             raise SourceError(f"{self.path} already exists; pass overwrite=True (CLI: --overwrite)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for p in step_outputs(self.spec):
+            remove_stale_temps(p)
         self.count = 0
+        self._lock: int | None = None
         self._row_group_size = row_group_size
         if self.kind in ("jsonl", "parquet"):
             self._file: AtomicFile | None = AtomicFile(self.path)
@@ -446,11 +488,20 @@ class RecordWriter:
             self._tmp = self.path.with_name(temp_name(self.path.with_suffix(".jsonl").name))
 
     def __enter__(self) -> RecordWriter:
-        if self.kind == "parquet":
-            self._sink = _ParquetSink(self._tmp, self._row_group_size)
-        else:
-            gz = self.kind == "jsonl" and self.path.name.lower().endswith(".gz")
-            self._f = (gzip.open if gz else open)(self._tmp, "wb")
+        # Created and locked before anything is written: remove_stale_temps leaves a locked file alone, and
+        # the lock goes with the process, so a killed run's file is unlocked (and removed) on the next start.
+        self._lock = hold(self._tmp)
+        try:
+            if self.kind == "parquet":
+                self._sink = _ParquetSink(self._tmp, self._row_group_size)
+            else:
+                gz = self.kind == "jsonl" and self.path.name.lower().endswith(".gz")
+                self._f = (gzip.open if gz else open)(self._tmp, "wb")
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
+            raise
         return self
 
     def write(self, rec: Rec | dict[str, Any]) -> None:
@@ -481,6 +532,9 @@ class RecordWriter:
         finally:
             if self._tmp.exists():
                 self._tmp.unlink()
+            if self._lock is not None:
+                os.close(self._lock)  # after the rename: the file is never unlocked under its temporary name
+                self._lock = None
 
     def _save_tasks(self) -> None:
         from arcscope.tasks.sources import iter_tasks
@@ -499,4 +553,6 @@ __all__ = [
     "get_field",
     "read_records",
     "record_hash",
+    "remove_stale_temps",
+    "step_outputs",
 ]

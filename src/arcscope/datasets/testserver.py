@@ -2,9 +2,11 @@
 
 It listens on 127.0.0.1 only, answers ``POST /v1/chat/completions`` with a deterministic reply (by default a
 difficulty rating in JSON, chosen from a hash of the prompt), counts requests, and can be told to misbehave:
-``server.script(429, 500, "garbage", "slow", "unparseable", "echo-auth")`` makes the next requests answer
-those ways, one each, before it goes back to normal. With ``api_key`` set it answers 401 to any other key,
-echoing the ``Authorization`` header it got (as some servers do), so tests can check the key never leaks.
+``server.script(429, 500, "garbage", "slow", "unparseable", "echo-auth", "echo-nested")`` makes the next
+requests answer those ways, one each, before it goes back to normal (``echo-nested`` puts the
+``Authorization`` header and the request path, query included, deep inside the reply's JSON). With
+``api_key`` set it answers 401 to any other key, echoing the ``Authorization`` header it got (as some servers
+do), so tests can check the key never leaks.
 
     with ChatServer(latency=0.05) as server:
         enrich("arc1:evaluation", "out.jsonl", base_url=server.url, model="m", preset="difficulty")
@@ -17,6 +19,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,7 +101,9 @@ class ChatServer:
                 with server._lock:
                     server.requests += 1
                     action = server._script.popleft() if server._script else "ok"
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                # The query (a key some endpoints take as ?key=...) is not part of the route.
+                route = urllib.parse.urlsplit(self.path).path
+                if not route.rstrip("/").endswith("/chat/completions"):
                     return self._send(404, b'{"error": {"message": "not found"}}')
                 auth = self.headers.get("Authorization", "")
                 if server.api_key is not None and auth != f"Bearer {server.api_key}":
@@ -126,6 +131,9 @@ class ChatServer:
                     content = "I think it is fairly hard, honestly."
                 elif action == "echo-auth":
                     content = json.dumps({"difficulty": "low", "rationale": f"you sent {auth}"})
+                elif action == "echo-nested":
+                    seen = {"request": {"headers": [{"authorization": auth}], "path": self.path}}
+                    content = json.dumps({"difficulty": "low", "rationale": "echoed", "echo": seen})
                 else:
                     content = server.responder(prompt)
                 body = {
@@ -160,7 +168,7 @@ class ChatServer:
 
     def script(self, *actions: Action) -> None:
         """Answer the next requests with these actions, one each: an HTTP status, 'slow', 'garbage',
-        'unparseable' or 'echo-auth'."""
+        'unparseable', 'echo-auth' or 'echo-nested'."""
         with self._lock:
             self._script.extend(actions)
 

@@ -157,9 +157,14 @@ class LocalRunner:
     def run(self) -> JobResult:
         """Run (or resume) the job and return its result."""
         from arcscope.capture import resolve_hooks
-        from arcscope.store import StoreWriter
+        from arcscope.store import StoreWriter, check_target
 
         t0 = time.perf_counter()
+        # The folder is checked before the model loads: a refusal (someone else's manifest.json, a store
+        # without --overwrite) should not wait for minutes of loading. The writer checks again when it opens.
+        check_target(
+            self.cfg.out, resume=self.resume, overwrite=self.overwrite, storage_options=self.storage_options
+        )
         loaded, _tasks, plan = self._load()
         sites = resolve_hooks(loaded.model, self.cfg.hooks)
         meta = self._manifest_meta(loaded, sites)
@@ -194,7 +199,8 @@ class LocalRunner:
             tasks_total = len(task_items)
             pending: dict[str, dict] = {}
             since_commit = 0
-            if self.progress:  # show the bar (and what a resume already has) before the first batch
+
+            def show(**extra: object) -> None:
                 done_tasks = sum(1 for n in task_items.values() if n == 0)
                 emit(
                     self.progress,
@@ -202,7 +208,10 @@ class LocalRunner:
                     len(done),
                     len(plan.batches),
                     tasks=f"{done_tasks}/{tasks_total}",
+                    **extra,
                 )
+
+            show()  # the bar (and what a resume already has) before the first batch
             for batch, (acts, index, preds, ntok) in self._results(todo, loaded, sites):
                 if index is not None:
                     writer.add(acts, index)
@@ -220,16 +229,7 @@ class LocalRunner:
                     writer.commit({"done_batches": sorted(done), "prediction_files": files})
                     result.predictions.update(pending)
                     pending, since_commit = {}, 0
-                if self.progress:
-                    done_tasks = sum(1 for n in task_items.values() if n == 0)
-                    emit(
-                        self.progress,
-                        "batches",
-                        len(done),
-                        len(plan.batches),
-                        tasks=f"{done_tasks}/{tasks_total}",
-                        **{"tok/s": result.tokens / max(time.perf_counter() - t0, 1e-9)},
-                    )
+                show(**{"tok/s": result.tokens / max(time.perf_counter() - t0, 1e-9)})
             writer.close(complete=True)
         except BaseException:
             writer.abort()

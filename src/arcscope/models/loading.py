@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from arcscope.errors import ModelError
-from arcscope.files import replace_dir
+from arcscope.files import atomic_write_json, replace_dir
 from arcscope.models.device import resolve_device, resolve_dtype
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
@@ -50,16 +50,38 @@ def bundled_gguf_path() -> Path:
     return path
 
 
-def _file_key(path: Path) -> str:
-    """A cheap identity for a file: sha256 of size, mtime and the first and last MiB."""
-    st = path.stat()
-    h = hashlib.sha256(f"{st.st_size}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > (1 << 20):
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
-    return h.hexdigest()[:16]
+HASH_CACHE = "gguf-sha256.json"
+"""File in ``<cache>/models`` remembering each GGUF file's sha256 by path, size, mtime and ctime."""
+
+
+def gguf_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a GGUF file's content, the key of its converted cache entry; remembered by (path, size,
+    mtime_ns, ctime_ns) so that an unchanged 270 MB file is hashed once, not on every load."""
+    path = Path(path)
+    st = path.stat()  # taken before hashing: a file changed meanwhile gets another stamp and is hashed again
+    # ctime is in the stamp because a program can reset mtime after rewriting a file, but not ctime.
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    name = str(path.resolve())
+    table_file = cache_dir() / "models" / HASH_CACHE
+    try:
+        table = json.loads(table_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        table = {}
+    if not isinstance(table, dict):
+        table = {}
+    entry = table.get(name)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    sha = file_sha256(path)
+    # Files that are gone leave the table, so it stays as small as the set of GGUF files in use.
+    table = {k: v for k, v in table.items() if os.path.exists(k)}
+    table[name] = {"stamp": stamp, "sha256": sha}
+    try:
+        table_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(table_file, table, indent=1)
+    except OSError:
+        pass  # an unwritable cache costs a rehash on the next load, nothing else
+    return sha
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -84,7 +106,8 @@ def _offline_env() -> None:
 
 
 def _converted_dir(gguf: Path) -> Path:
-    return cache_dir() / "models" / f"{gguf.stem}-{_file_key(gguf)}"
+    """The cache folder of a GGUF file's conversion, named by its content: a changed file gets a new one."""
+    return cache_dir() / "models" / f"{gguf.stem}-{gguf_sha256(gguf)[:16]}"
 
 
 def convert_gguf(gguf: str | os.PathLike, *, force: bool = False) -> Path:
@@ -111,7 +134,7 @@ def convert_gguf(gguf: str | os.PathLike, *, force: bool = False) -> Path:
             _save_plain(model, tmp)
             tok.save_pretrained(tmp)
             (tmp / "arcscope_source.json").write_text(
-                json.dumps({"gguf": str(gguf), "gguf_key": _file_key(gguf)}, indent=2)
+                json.dumps({"gguf": str(gguf), "gguf_sha256": gguf_sha256(gguf)}, indent=2)
             )
     except Exception as e:
         if isinstance(e, ModelError):

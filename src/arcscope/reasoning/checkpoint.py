@@ -4,8 +4,9 @@ arcscope writes::
 
     CKPT/config.json              {"format": "arcscope.reasoning", "arch": {...}, "train": {...}, "step": N, ...}
     CKPT/model.safetensors        state dict of the ACT model, keys as the original (``inner.H_level...``)
-    CKPT/train_state.safetensors  optimiser moments, raw weights under EMA (resume only)
-    CKPT/train_state.json         step, data position, optimiser scalars (resume only)
+    CKPT/train_state.safetensors  raw weights, EMA, optimiser moments, ACT carry and torch RNG state of
+                                  every process, the data stream's group order (resume only)
+    CKPT/train_state.json         step, epoch, data stream position, optimiser scalars (resume only)
 
 The original HRM / TRM training scripts save ``torch.save(model.state_dict())`` of the compiled loss head,
 so their keys read ``_orig_mod.model.inner...``, with ``all_config.yaml`` beside them. :func:`load_model`
@@ -115,7 +116,9 @@ def save_checkpoint(
     sd = state_dict if state_dict is not None else model.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
     with atomic_path(p / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": model.config.name})
+        # One metadata entry: safetensors writes several in hash order, which changes from run to run, and
+        # the same training must give the same bytes. The architecture is in config.json.
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     cfg = {"format": FORMAT, "arch": asdict(model.config), "train": train_config or {}, **(extra or {})}
     atomic_write_json(p / "config.json", cfg, indent=1, default=str)
     return p

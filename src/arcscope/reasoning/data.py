@@ -21,7 +21,7 @@ import torch
 from arcscope.puzzles.layout import PuzzleSplit
 from arcscope.reasoning.losses import IGNORE_LABEL_ID
 
-__all__ = ["Batch", "collate", "train_batches", "eval_batches"]
+__all__ = ["Batch", "TrainStream", "collate", "train_batches", "eval_batches"]
 
 
 @dataclass
@@ -68,6 +68,122 @@ def collate(
     }
 
 
+class TrainStream:
+    """The endless training stream as an explicit state machine, so a checkpoint can save its position.
+
+    :meth:`state` returns the position (JSON plus the current group order as an array) and
+    :meth:`load_state` puts a fresh stream back there, so a resumed run draws the very batches an
+    uninterrupted one would, without replaying the stream from the start.
+    """
+
+    def __init__(
+        self, split: PuzzleSplit, global_batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        if global_batch_size % world_size:
+            raise ValueError(
+                f"global batch size {global_batch_size} is not a multiple of the {world_size} processes"
+            )
+        self.split, self.global_batch_size, self.seed = split, global_batch_size, seed
+        self.rank, self.local = rank, global_batch_size // world_size
+        self.sets = [(name, s) for name, s in split.sets.items() if s.n_groups > 0]
+        if not self.sets:
+            raise ValueError(f"{split.path}: the split has no groups to train on")
+        self.set_index, self.epoch, self.pos = 0, 0, 0
+        self.order: np.ndarray | None = None
+        """The group order being walked; None at the start of a pass over the current set."""
+        self.rng = self._rng(0)
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        return np.random.Generator(np.random.Philox(seed=[self.seed, epoch]))
+
+    def __iter__(self) -> TrainStream:
+        return self
+
+    def __next__(self) -> Batch:
+        gbs = self.global_batch_size
+        while True:
+            name, s = self.sets[self.set_index]
+            if self.order is None:
+                self.rng = self._rng(self.epoch)
+                self.order, self.pos = self.rng.permutation(s.n_groups), 0
+            if self.pos < len(self.order):
+                break
+            # This pass ended exactly at a batch boundary: the next set (or the next epoch of this one).
+            self.epoch += 1
+            self.set_index = (self.set_index + 1) % len(self.sets)
+            self.order = None
+        gi, pi = np.asarray(s.group_indices), np.asarray(s.puzzle_indices)
+        ex, pz = [], []
+        size = 0
+        while size < gbs:
+            if self.pos >= len(self.order):
+                # Carry the batch over into the next epoch's order instead of dropping it.
+                self.epoch += 1
+                self.rng = self._rng(self.epoch)
+                self.order = np.concatenate([self.order[self.pos :], self.rng.permutation(s.n_groups)])
+                self.pos = 0
+            g = int(self.order[self.pos])
+            self.pos += 1
+            p = int(self.rng.integers(gi[g], gi[g + 1]))
+            start, count = int(pi[p]), int(pi[p + 1] - pi[p])
+            take = min(count, gbs - size)
+            ex.append(start + self.rng.choice(count, take, replace=False))
+            pz.append(np.full(take, p, dtype=np.int64))
+            size += take
+        lo, hi = self.rank * self.local, (self.rank + 1) * self.local
+        examples, puzzles = np.concatenate(ex)[lo:hi], np.concatenate(pz)[lo:hi]
+        return Batch(
+            name,
+            collate(self.split, name, examples, puzzles, self.local),
+            examples,
+            puzzles,
+            gbs,
+            self.epoch + self.pos / max(1, len(self.order)),
+        )
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The position: a JSON-able dict and the arrays to store beside it (the current group order)."""
+        meta = {
+            "set_index": self.set_index,
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "rng": _to_json(self.rng.bit_generator.state),
+        }
+        arrays = {} if self.order is None else {"order": np.asarray(self.order, dtype=np.int64)}
+        return meta, arrays
+
+    def load_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Put the stream at a position saved by :meth:`state`."""
+        self.set_index, self.epoch, self.pos = int(meta["set_index"]), int(meta["epoch"]), int(meta["pos"])
+        if not 0 <= self.set_index < len(self.sets):
+            raise ValueError(
+                f"saved stream position names set {self.set_index}, the split has {len(self.sets)}"
+            )
+        order = arrays.get("order")
+        self.order = None if order is None else np.asarray(order, dtype=np.int64)
+        self.rng = self._rng(self.epoch)
+        self.rng.bit_generator.state = _from_json(meta["rng"])
+
+
+def _to_json(obj):
+    # Philox's state holds uint64 arrays and numpy ints; JSON keeps Python ints exactly.
+    if isinstance(obj, dict):
+        return {k: _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return {"__uint64__": [int(x) for x in obj.tolist()]}
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _from_json(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {"__uint64__"}:
+            return np.array(obj["__uint64__"], dtype=np.uint64)
+        return {k: _from_json(v) for k, v in obj.items()}
+    return obj
+
+
 def train_batches(
     split: PuzzleSplit,
     global_batch_size: int,
@@ -75,53 +191,9 @@ def train_batches(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
-    start_epoch: int = 0,
 ) -> Iterator[Batch]:
     """An endless stream of training batches (the local slice for ``rank``); see the module docstring."""
-    if global_batch_size % world_size:
-        raise ValueError(
-            f"global batch size {global_batch_size} is not a multiple of the {world_size} processes"
-        )
-    local = global_batch_size // world_size
-    sets = [(name, s) for name, s in split.sets.items() if s.n_groups > 0]
-    if not sets:
-        raise ValueError(f"{split.path}: the split has no groups to train on")
-    epoch = start_epoch
-    while True:
-        for name, s in sets:
-            rng = np.random.Generator(np.random.Philox(seed=[seed, epoch]))
-            gi, pi = np.asarray(s.group_indices), np.asarray(s.puzzle_indices)
-            order = rng.permutation(s.n_groups)
-            pos = 0
-            while pos < len(order):
-                ex, pz = [], []
-                size = 0
-                while size < global_batch_size:
-                    if pos >= len(order):
-                        # Carry the batch over into the next epoch's order instead of dropping it.
-                        epoch += 1
-                        rng = np.random.Generator(np.random.Philox(seed=[seed, epoch]))
-                        order = np.concatenate([order[pos:], rng.permutation(s.n_groups)])
-                        pos = 0
-                    g = int(order[pos])
-                    pos += 1
-                    p = int(rng.integers(gi[g], gi[g + 1]))
-                    start, count = int(pi[p]), int(pi[p + 1] - pi[p])
-                    take = min(count, global_batch_size - size)
-                    ex.append(start + rng.choice(count, take, replace=False))
-                    pz.append(np.full(take, p, dtype=np.int64))
-                    size += take
-                examples = np.concatenate(ex)[rank * local : (rank + 1) * local]
-                puzzles = np.concatenate(pz)[rank * local : (rank + 1) * local]
-                yield Batch(
-                    name,
-                    collate(split, name, examples, puzzles, local),
-                    examples,
-                    puzzles,
-                    global_batch_size,
-                    epoch + pos / max(1, len(order)),
-                )
-            epoch += 1
+    return TrainStream(split, global_batch_size, seed=seed, rank=rank, world_size=world_size)
 
 
 def eval_batches(

@@ -5,11 +5,14 @@ Output folder::
     out/cfg.json, sae_weights.safetensors, sparsity.safetensors   the trained SAE (SAELens layout)
     out/training.json       summary: settings, data, tokens, time, final metrics, skipped shards
     out/metrics.jsonl       one record every ``log_every`` steps
+    out/run.json            the run's identity, written first: a run killed before its first checkpoint restarts
     out/checkpoints/step_NNNNNNNN/   state.safetensors + state.json (exact resume) and the SAE so far
 
 Resume is exact: the data stream is a pure function of the seed, a checkpoint holds the parameters,
-Adam's moments and the dead-latent counters, and a resumed run replays the stream past the batches it has
-seen. On one machine the same seed gives the same bytes, interrupted or not.
+Adam's moments, the dead-latent counters and the metric sums since the last log line, and a resumed run
+replays the stream past the batches it has seen and trims ``metrics.jsonl`` back to its checkpoint. On one
+machine the same seed gives the same bytes and the same metrics lines (but for ``tokens_per_s``),
+interrupted or not.
 
 Several processes (``torchrun --nproc_per_node N -m arcscope sae train ...``): each rank reads its own
 stride of shards, gradients are averaged with ``all_reduce`` (NCCL on GPUs, gloo on CPU), rank 0 writes.
@@ -30,7 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from arcscope.files import atomic_write_json, atomic_write_text, replace_dir
+from arcscope.files import atomic_write_json, atomic_write_text, remove_leftovers, replace_dir
 from arcscope.models import resolve_device, resolve_dtype
 from arcscope.progress import ProgressFn, emit
 from arcscope.sae import io
@@ -41,6 +44,7 @@ from arcscope.sae.model import SAEConfig, SparseAutoencoder, geometric_median
 STATE_VERSION = 1
 SUMMARY_FILE = "training.json"
 METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"
 CKPT_DIR = "checkpoints"
 NO_MPS = "the SAE trainer's sparse kernels (CSR products, SDDMM) need CPU or CUDA"
 
@@ -235,11 +239,14 @@ def _train(
     resumed_from = None
 
     dead_idx: torch.Tensor | None = None
+    acc_t: dict[str, torch.Tensor] = {}
+    acc_n = 0
     if ckpt:
-        step, tokens_done, scale, fire_rows, dead_idx = _load_checkpoint(
+        step, tokens_done, scale, fire_rows, dead_idx, acc_t, acc_n = _load_checkpoint(
             Path(ckpt), sae, opt, since_fired, fire_count
         )
         dead_idx = dead_idx.to(device) if dead_idx is not None else None
+        acc_t = {k: v.to(device) for k, v in acc_t.items()}
         resumed_from = step
     else:
         scale = _initialize(sae, source, cfg, device, dist_)
@@ -261,8 +268,6 @@ def _train(
     )
     sparsity_coef = cfg.l1_coefficient if cfg.arch == "relu" else cfg.l0_coefficient
     acc = {"loss": 0.0, "fvu": 0.0, "l0": 0.0, "aux": 0.0, "sparsity": 0.0}
-    acc_t: dict[str, torch.Tensor] = {}
-    acc_n = 0
     metrics: dict[str, float] = {}
     t0 = time.perf_counter()
     session_tokens = 0
@@ -335,8 +340,9 @@ def _train(
                     # Density is measured over a recent window, not since the untrained start.
                     fire_count.mul_(0.5)
                     fire_rows //= 2
-            if regular or step == end:
-                # One device sync per log record, not per step.
+            if regular or step == total_steps:
+                # One device sync per log record, not per step. A session that stops early writes no
+                # line of its own: its sums go into the checkpoint, so the resumed run's lines are the same.
                 now = time.perf_counter()
                 rate = (session_tokens - last_log_tokens) / max(now - last_log_t, 1e-9)
                 last_log_t, last_log_tokens = now, session_tokens
@@ -378,6 +384,7 @@ def _train(
                     (since_fired, fire_count, fire_rows, dead_idx),
                     identity,
                     dist_,
+                    (acc_t, acc_n),
                 )
     finally:
         stream.close()
@@ -385,6 +392,8 @@ def _train(
     complete = step >= total_steps
     skipped = dict(getattr(source, "skipped", {}))
     if not complete:
+        if acc_n:
+            metrics = {k: float(v) / acc_n for k, v in acc_t.items()}
         _save_checkpoint(
             out,
             cfg,
@@ -396,6 +405,7 @@ def _train(
             (since_fired, fire_count, fire_rows, dead_idx),
             identity,
             dist_,
+            (acc_t, acc_n),
         )
         return TrainResult(
             out,
@@ -541,7 +551,7 @@ def _prepare_out(out: Path, identity: dict[str, Any], *, resume: bool, overwrite
     summary = out / SUMMARY_FILE
     ckpts = _checkpoints(out)
     if overwrite and out.exists():
-        for name in (io.CFG_FILE, io.WEIGHTS_FILE, io.SPARSITY_FILE, SUMMARY_FILE, METRICS_FILE):
+        for name in (io.CFG_FILE, io.WEIGHTS_FILE, io.SPARSITY_FILE, SUMMARY_FILE, METRICS_FILE, RUN_FILE):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
         ckpts = []
@@ -556,11 +566,24 @@ def _prepare_out(out: Path, identity: dict[str, Any], *, resume: bool, overwrite
             raise SAEError(f"{out} holds checkpoints of an unfinished run; resume it or pass --overwrite")
         state = json.loads((ckpts[-1] / "state.json").read_text())
         _same_run(out, identity, state["identity"], state)
+        # A checkpoint being written when the run was killed leaves a hidden temporary folder.
+        remove_leftovers(out / CKPT_DIR)
         return str(ckpts[-1])
+    elif (out / RUN_FILE).is_file():
+        # Killed before its first checkpoint: nothing to keep, so the same run starts over.
+        run = json.loads((out / RUN_FILE).read_text())
+        if not resume:
+            raise SAEError(
+                f"{out} holds an unfinished run with no checkpoint yet; resume it or pass --overwrite"
+            )
+        _same_run(out, identity, run["identity"], run)
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
     elif out.is_dir() and any(out.iterdir()):
         raise SAEError(f"{out} is not empty and holds no SAE run; choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).unlink(missing_ok=True)
+    # Written before anything else, so a rerun recognises the folder as this run's however early it died.
+    atomic_write_json(out / RUN_FILE, {"version": STATE_VERSION, "identity": identity}, indent=1)
     return None
 
 
@@ -580,8 +603,9 @@ def _same_run(out: Path, identity: dict[str, Any], old: dict[str, Any], extra: d
         )
 
 
-def _save_checkpoint(out, cfg, sae, opt, step, tokens, scale, counters, identity, dist_) -> None:
+def _save_checkpoint(out, cfg, sae, opt, step, tokens, scale, counters, identity, dist_, sums) -> None:
     since_fired, fire_count, fire_rows, dead_idx = counters
+    acc_t, acc_n = sums
     if not dist_.main:
         if dist_.world > 1:
             import torch.distributed as dist
@@ -600,12 +624,15 @@ def _save_checkpoint(out, cfg, sae, opt, step, tokens, scale, counters, identity
     # AuxK's dead set is refreshed only at log steps: a resumed run must start from the same set
     if dead_idx is not None:
         tensors["dead_idx"] = dead_idx.cpu().contiguous()
+    # The metric sums since the last log line: the next line averages over steps on both sides of a resume.
+    tensors.update({f"acc.{k}": v.detach().cpu().reshape(()).contiguous() for k, v in acc_t.items()})
     state = {
         "version": STATE_VERSION,
         "step": step,
         "tokens": tokens,
         "scale": scale,
         "fire_rows": fire_rows,
+        "acc_n": acc_n,
         "identity": identity,
     }
     root = out / CKPT_DIR
@@ -622,7 +649,7 @@ def _save_checkpoint(out, cfg, sae, opt, step, tokens, scale, counters, identity
         dist.barrier()
 
 
-def _load_checkpoint(path: Path, sae, opt, since_fired, fire_count) -> tuple[int, int, float, int, Any]:
+def _load_checkpoint(path: Path, sae, opt, since_fired, fire_count) -> tuple[Any, ...]:
     state = json.loads((path / "state.json").read_text())
     if state.get("version") != STATE_VERSION:
         raise SAEError(f"{path}: checkpoint format {state.get('version')} is not {STATE_VERSION}")
@@ -648,4 +675,13 @@ def _load_checkpoint(path: Path, sae, opt, since_fired, fire_count) -> tuple[int
         keep = [ln for ln in mpath.read_text().splitlines() if ln and json.loads(ln)["step"] <= state["step"]]
         atomic_write_text(mpath, "".join(ln + "\n" for ln in keep))
     dead_idx = tensors.get("dead_idx")
-    return int(state["step"]), int(state["tokens"]), float(state["scale"]), int(state["fire_rows"]), dead_idx
+    acc_t = {k[4:]: v for k, v in tensors.items() if k.startswith("acc.")}
+    return (
+        int(state["step"]),
+        int(state["tokens"]),
+        float(state["scale"]),
+        int(state["fire_rows"]),
+        dead_idx,
+        acc_t,
+        int(state.get("acc_n", 0)),
+    )

@@ -18,7 +18,7 @@ from arcscope.store.reader import (
     shuffle_blocks,
 )
 from arcscope.store.verify import Damage, VerifyReport, verify
-from arcscope.store.writer import StoreWriter
+from arcscope.store.writer import StoreWriter, check_target
 
 __all__ = [
     "FORMAT_VERSION",
@@ -33,6 +33,7 @@ __all__ = [
     "Store",
     "StoreWriter",
     "VerifyReport",
+    "check_target",
     "mix_seed",
     "open_store",
     "shuffle_blocks",

@@ -82,29 +82,7 @@ class StoreWriter:
         # memory stays near (writers + 1) shards however fast the caller produces rows.
         self._slots = threading.BoundedSemaphore(writers)
 
-        with io_errors(self.url, "open the store"):
-            if self._loc.is_file():
-                raise StoreError(f"{self.url} is a file; a store is a folder (or URL prefix)")
-            manifest = self._loc.read_json(MANIFEST)
-            ours, others = self._existing_files()
-        # Files beside a committed manifest are allowed (a run keeps predictions and its report next to its
-        # store); a folder of foreign files with no manifest is never written into.
-        if others and manifest is None:
-            raise StoreError(
-                f"{self.url} is not empty and holds no arcscope store ({others[:3]}...); "
-                "choose a new or empty folder"
-            )
-        if manifest is not None and not (resume or overwrite):
-            state = "complete" if manifest.get("complete") else "incomplete"
-            raise StoreError(
-                f"{self.url} already holds an {state} store ({manifest.get('n_rows', 0)} rows); "
-                "pass --resume to continue it or --overwrite to replace it"
-            )
-        if manifest is None and ours and not (resume or overwrite):
-            raise StoreError(
-                f"{self.url} holds files of an unfinished store that never committed; "
-                "pass --resume or --overwrite to start it again"
-            )
+        manifest, ours = _inspect(self._loc, resume, overwrite)
 
         if manifest is not None and resume:
             self._load(manifest, hooks, meta)
@@ -233,20 +211,6 @@ class StoreWriter:
         if self._failed is None:
             self._failed = e if isinstance(e, StoreError) else StoreError(f"{self.url}: writing failed: {e}")
 
-    def _existing_files(self) -> tuple[list[str], list[str]]:
-        """Files of ours that no manifest needs to know about yet, and files that are not ours at all."""
-        ours, others = [], []
-        for name in self._loc.listdir(""):
-            if name in (SHARDS, INDEX):
-                ours += [f"{name}/{n}" for n in self._loc.listdir(name)]
-            elif name == MANIFEST:
-                continue
-            elif name.startswith(f".{MANIFEST}{TMP_MARK}"):
-                ours.append(name)
-            else:
-                others.append(name)
-        return ours, others
-
     def _load(self, manifest: dict, hooks: dict | None, meta: dict | None) -> None:
         if manifest.get("format") != FORMAT or int(manifest.get("format_version", 0)) > FORMAT_VERSION:
             raise StoreError(
@@ -285,7 +249,7 @@ class StoreWriter:
             return  # a finished store is left exactly as it is
         listed = {s.file for s in self._shards} | {s.index for s in self._shards}
         with io_errors(self.url, "remove files left by an interrupted job"):
-            ours, _ = self._existing_files()
+            ours, _ = _existing_files(self._loc)
             self._loc.remove([rel for rel in ours if rel not in listed])
             self._loc.makedirs(SHARDS)
             self._loc.makedirs(INDEX)
@@ -413,6 +377,69 @@ class StoreWriter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._pending.clear()
+
+
+def check_target(
+    url: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+) -> None:
+    """Raise the StoreError a :class:`StoreWriter` with these settings would raise for ``url``, writing
+    nothing: a job checks its output folder before it spends minutes loading a model."""
+    _inspect(Location(url, storage_options), resume, overwrite)
+
+
+def _inspect(loc: Location, resume: bool, overwrite: bool) -> tuple[dict | None, list[str]]:
+    """The folder's manifest (None: no store) and our uncommitted files; refuses what may not be written."""
+    with io_errors(loc.url, "open the store"):
+        if loc.is_file():
+            raise StoreError(f"{loc.url} is a file; a store is a folder (or URL prefix)")
+        manifest = loc.read_json(MANIFEST)
+        ours, others = _existing_files(loc)
+    if manifest is not None and (not isinstance(manifest, dict) or manifest.get("format") != FORMAT):
+        # Someone else's manifest.json: replacing it (or writing a store among their files) would destroy
+        # data arcscope never wrote, whatever --overwrite says.
+        raise StoreError(
+            f'{loc.url}: {MANIFEST} is not an arcscope store manifest (it has no "format": '
+            f'"{FORMAT}"); arcscope writes a store only into a new or empty folder or over a store of '
+            "its own, and never replaces files it did not write: choose another folder"
+        )
+    # Files beside a committed manifest are allowed (a run keeps predictions and its report next to its
+    # store); a folder of foreign files with no manifest is never written into.
+    if others and manifest is None:
+        raise StoreError(
+            f"{loc.url} is not empty and holds no arcscope store ({others[:3]}...); "
+            "choose a new or empty folder"
+        )
+    if manifest is not None and not (resume or overwrite):
+        state = "complete" if manifest.get("complete") else "incomplete"
+        raise StoreError(
+            f"{loc.url} already holds an {state} store ({manifest.get('n_rows', 0)} rows); "
+            "pass --resume to continue it or --overwrite to replace it"
+        )
+    if manifest is None and ours and not (resume or overwrite):
+        raise StoreError(
+            f"{loc.url} holds files of an unfinished store that never committed; "
+            "pass --resume or --overwrite to start it again"
+        )
+    return manifest, ours
+
+
+def _existing_files(loc: Location) -> tuple[list[str], list[str]]:
+    """Files of ours that no manifest needs to know about yet, and files that are not ours at all."""
+    ours, others = [], []
+    for name in loc.listdir(""):
+        if name in (SHARDS, INDEX):
+            ours += [f"{name}/{n}" for n in loc.listdir(name)]
+        elif name == MANIFEST:
+            continue
+        elif name.startswith(f".{MANIFEST}{TMP_MARK}"):
+            ours.append(name)
+        else:
+            others.append(name)
+    return ours, others
 
 
 def safetensors_pieces(

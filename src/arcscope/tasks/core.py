@@ -7,6 +7,7 @@ enters arcscope from outside goes through :func:`as_grid` once, so code past the
 from __future__ import annotations
 
 import hashlib
+import reprlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -24,6 +25,41 @@ N_COLOURS = 10
 
 
 _COLOURS = frozenset(range(N_COLOURS))
+
+# A bad cell is named in one short line even when it is a huge number or a deeply nested list.
+_SHORT = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 4, 30, 30, 30
+
+
+class JsonObject(dict):
+    """A parsed JSON object that held some key more than once (readers build it; plain dicts otherwise).
+
+    The dict keeps the last value of each key, as :mod:`json` does; ``pairs`` keeps every ``(key, value)``
+    in file order and ``duplicates`` names the repeated keys, so a reader can report them instead of
+    silently dropping all but one.
+    """
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        self.pairs = pairs
+        seen: set[str] = set()
+        repeated: dict[str, None] = {}
+        for k, _ in pairs:
+            if k in seen:
+                repeated[k] = None
+            seen.add(k)
+        self.duplicates = tuple(repeated)
+
+
+def _duplicate_rule(obj: Any) -> str | None:
+    if isinstance(obj, JsonObject) and obj.duplicates:
+        return (
+            f"duplicate key {obj.duplicates[0]!r}: a JSON object may hold each key once "
+            f"(all but one value would be silently dropped)"
+        )
+    return None
+
+
 _INT_ONLY = {int}
 _LIST_ONLY = {list}
 
@@ -93,7 +129,7 @@ def as_grid(
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                     if isinstance(v, float) and v.is_integer():
                         continue
-                    raise fail(f"cell ({r}, {c}) is {v!r}: grid cells must be integers 0..9")
+                    raise fail(f"cell ({r}, {c}) is {_SHORT.repr(v)}: grid cells must be integers 0..9")
         try:
             arr = np.asarray(obj, dtype=np.int64)
         except (OverflowError, ValueError) as e:
@@ -212,6 +248,8 @@ class Task:
 
         if not isinstance(obj, dict):
             raise fail(f"a task must be a JSON object with 'train' and 'test', got {type(obj).__name__}")
+        if rule := _duplicate_rule(obj):
+            raise fail(rule)
         for key in ("train", "test"):
             if key not in obj:
                 raise fail(f"missing key '{key}'")
@@ -229,6 +267,8 @@ class Task:
                     raise fail(
                         f"a pair must be an object with 'input' and 'output', got {type(p).__name__}", where
                     )
+                if rule := _duplicate_rule(p):
+                    raise fail(rule, where)
                 if "input" not in p:
                     raise fail("missing key 'input'", where)
                 if key == "train" and p.get("output") is None:

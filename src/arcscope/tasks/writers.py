@@ -191,31 +191,74 @@ def _write_kaggle(tasks: Iterable[Task], path: Path, overwrite: bool) -> int:
     return len(challenges)
 
 
+def _shown_id(task_id: str) -> str:
+    # The message stays one readable line: control characters escaped, a very long id cut.
+    text = task_id.encode("unicode_escape").decode("ascii") if not task_id.isprintable() else task_id
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(task_id)} characters)"
+
+
+MAX_FILE_ID_BYTES = 200
+"""The longest task id (UTF-8 bytes) a ``dir:`` output takes: ``<id>.json`` must fit a 255-byte file name."""
+
+
 def _safe_file_name(task_id: str, label: str) -> str:
-    if not task_id or task_id.startswith(".") or any(c in task_id for c in '/\\:*?"<>|\0'):
-        raise TaskFormatError(
-            "this task id cannot be a file name; write jsonl: or parquet: instead",
+    def refuse(why: str) -> TaskFormatError:
+        return TaskFormatError(
+            f"this task id cannot be a file name ({why}); write jsonl: or parquet: instead, or rename the task",
             source=label,
-            task_id=task_id,
+            task_id=_shown_id(task_id),
         )
+
+    if not task_id or task_id.startswith("."):
+        raise refuse("a dir: task id must not be empty or start with '.'")
+    if any(c in task_id for c in '/\\:*?"<>|') or any(ord(c) < 32 for c in task_id):
+        raise refuse('a dir: task id must not hold / \\ : * ? " < > | or control characters')
+    n = len(task_id.encode("utf-8", "surrogatepass"))
+    if n > MAX_FILE_ID_BYTES:
+        raise refuse(f"a dir: task id may be at most {MAX_FILE_ID_BYTES} bytes in UTF-8; this one is {n}")
     return f"{task_id}.json"
 
 
-def _write_dir(tasks: Iterable[Task], path: Path, overwrite: bool) -> int:
+def _is_task_file(p: Path) -> bool:
+    """Whether ``p`` is a file this writer could have written: ``<id>.json`` holding a task's train/test."""
+    if p.suffix.lower() != ".json" or p.is_symlink() or not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(data, dict) and isinstance(data.get("train"), list) and isinstance(data.get("test"), list)
+    )
+
+
+def _write_dir(
+    tasks: Iterable[Task], path: Path, overwrite: bool, skipped: list[tuple[str, str]] | None = None
+) -> int:
     if path.exists() and not path.is_dir():
         raise SourceError(f"{path} is a file; dir: needs a folder path")
     if path.is_dir() and overwrite:
-        other = [p.name for p in path.iterdir() if p.suffix.lower() != ".json" or not p.is_file()]
+        # The swap below replaces the whole folder, so it may only ever hold what this writer writes: task
+        # JSON files. Anything else (a settings.json, a README, a subfolder) makes it refuse, naming them.
+        other = sorted(p.name for p in path.iterdir() if not _is_task_file(p))
         if other:
             raise SourceError(
-                f"refusing to replace {path}: it holds more than task files ({other[:3]}); "
-                f"write to a new folder"
+                f"refusing to replace {path}: it holds more than task files ({', '.join(other[:3])}"
+                f"{', ...' if len(other) > 3 else ''}), and --overwrite replaces the whole folder; "
+                "move those files out or write to a new folder"
             )
     n = 0
     # Build the whole folder beside the target, then swap it in, so readers see old or new, not a mix.
     with replace_dir(path) as tmp:
         for t in tasks:
-            name = _safe_file_name(t.id, str(path))
+            try:
+                name = _safe_file_name(t.id, str(path))
+            except TaskFormatError as e:
+                if skipped is None:
+                    raise
+                skipped.append((f"{e.source}, task {e.task_id}", e.rule))
+                continue
             (tmp / name).write_text(json.dumps(t.to_json()), encoding="utf-8")
             n += 1
     return n
@@ -228,11 +271,17 @@ def save(
     *,
     overwrite: bool = False,
     row_group_size: int = 1000,
+    on_error: str = "raise",
+    skipped: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write tasks to ``dir:``, ``kaggle:``, ``jsonl:`` or ``parquet:`` atomically; return the path written.
 
     ``tasks`` may be any iterable (a TaskSet, or :func:`iter_tasks` to stream a large source through).
+    A task the format cannot hold (a ``dir:`` id that is no file name) raises a TaskFormatError, or with
+    ``on_error="skip"`` is left out and recorded in ``skipped`` as ``(where, reason)``.
     """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     kind, path = resolve_target(spec_or_path, fmt)
     _check_free(path, overwrite)
     stream = _unique(tasks, str(path))
@@ -243,7 +292,8 @@ def save(
     elif kind == "kaggle":
         _write_kaggle(stream, path, overwrite)
     else:
-        _write_dir(stream, path, overwrite)
+        sink = None if on_error == "raise" else (skipped if skipped is not None else [])
+        _write_dir(stream, path, overwrite, sink)
     return path
 
 
