@@ -191,6 +191,12 @@ class Intervened:
         self.appliers: list[_Applier] = []
         for iv in interventions or []:
             sites = [iv.site] if isinstance(iv.site, HookSite) else resolve_hooks(model, iv.site)
+            for s in sites:
+                if s.hook == "attn.hook_pattern":
+                    raise CaptureError(
+                        f"intervention on {s.name}: attention patterns are changed with a knockout "
+                        "(arcscope.capture.attention.Knockout), not an intervention"
+                    )
             self.appliers.extend(_Applier(iv, s) for s in sites)
         self.handles: list[Any] = []
         try:

@@ -28,13 +28,18 @@ from typing import Any
 
 import torch
 
+from arcscope.capture.attention import attention_control
 from arcscope.capture.interventions import Intervened, Intervention, intervene
-from arcscope.capture.spec import HookSite, find_layout, resolve_hooks
+from arcscope.capture.spec import PATTERN, HookSite, find_layout, resolve_hooks
 from arcscope.errors import CaptureError
 
 
-def _first(out):
-    return out[0] if isinstance(out, tuple | list) else out
+def _first(out, item: int = 0):
+    if isinstance(out, tuple | list):
+        return out[item]
+    if item:
+        raise CaptureError("the module returned one tensor; the attention pattern is its second output")
+    return out
 
 
 def _pre_input(args, kwargs):
@@ -74,6 +79,7 @@ class Capture:
         self._interventions = interventions
         self.intervened: Intervened | None = None
         self._handles: list[Any] = []
+        self._attention: Any = None
         self.set_positions(positions)
 
     def set_positions(self, mask: torch.Tensor | None) -> None:
@@ -97,9 +103,13 @@ class Capture:
         return self._mask_dev[device]
 
     def _take(self, site: HookSite, x) -> None:
+        if site.hook == PATTERN and x is None:
+            raise CaptureError(f"hook {site.name}: the attention module returned no pattern")
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise CaptureError(f"hook {site.name}: the activation is not a [batch, positions, ...] tensor")
         x = x.detach()
+        if site.hook == PATTERN:
+            x = x.transpose(1, 2)  # [B, H, Tq, Tk] -> [B, Tq, H, Tk]: one row per query position
         if self._mask is None:
             rows = x.flatten(0, 1)
             copied = False
@@ -133,7 +143,7 @@ class Capture:
             return pre
 
         def post(module, args, out):
-            self._take(site, _first(out))
+            self._take(site, _first(out, site.item))
 
         return post
 
@@ -151,8 +161,12 @@ class Capture:
         self._coords.append((bi.cpu(), col.cpu()))
 
     def install(self) -> Capture:
-        """Register the hooks (interventions first, then capture)."""
+        """Register the hooks (interventions first, then capture); pattern sites switch their layers to eager."""
         try:
+            layers = {s.layer for s in self.sites if s.hook == PATTERN}
+            if layers:
+                self._attention = attention_control(self.model, patterns=layers)
+                self._attention.__enter__()
             if self._interventions:
                 self.intervened = intervene(self.model, self._interventions)
             for site in self.sites:
@@ -178,6 +192,9 @@ class Capture:
         self._handles.clear()
         if self.intervened is not None:
             self.intervened.remove()
+        if self._attention is not None:
+            self._attention.__exit__(None, None, None)
+            self._attention = None
         self.synchronize()
 
     def synchronize(self) -> None:
@@ -553,6 +570,11 @@ def run_generate(
         prompt_mask = _check_mask(capture_prompt_mask, input_ids, "capture_prompt_mask")
 
     site_list = resolve_hooks(model, sites) if sites else []
+    if any(s.hook == PATTERN for s in site_list):
+        raise CaptureError(
+            "attention patterns (attn.hook_pattern) are captured in prefill only: a decoding step's row would "
+            "have a different width at each step; run_prefill over prompt + generated tokens gives them"
+        )
     # Rows exist only when something is captured at them: activations or top-k logits.
     want_rows = bool(site_list) or topk_logits > 0
 

@@ -24,7 +24,13 @@ Alias semantics (layer ``i``; ``x`` is the residual stream):
 ``hook_mlp_out``           MLP output (after ``down_proj``)
 ``ln1.hook_normalized``    output of ``input_layernorm``
 ``ln2.hook_normalized``    output of ``post_attention_layernorm``
-``attn.hook_z``            input of ``o_proj``: per-head attention results, heads concatenated
+``attn.hook_q``            output of ``q_proj`` (before rotary), ``[heads x d_head]`` per row
+``attn.hook_k``            output of ``k_proj`` (before rotary), ``[kv heads x d_head]`` per row
+``attn.hook_v``            output of ``v_proj``, ``[kv heads x d_head]`` per row
+``attn.hook_z``            input of ``o_proj``: per-head attention results, ``[heads x d_head]`` per row
+``attn.hook_pattern``      attention weights after softmax, ``[heads x key positions]`` per query row;
+                           the layer runs eager attention while this is captured (SDPA otherwise), so
+                           the values are those ``output_attentions=True`` gives (prefill only)
 ``mlp.hook_post``          input of ``down_proj``: the MLP neuron activations (act(gate) * up)
 ``hook_embed``             token embeddings (= blocks.0.hook_resid_pre for these families)
 ``ln_final.hook_normalized``  output of the final norm (= HF ``hidden_states[-1]``)
@@ -56,6 +62,15 @@ LAYER_ALIASES: dict[str, str] = {
     "ln1.hook_normalized": "ln1.hook_normalized",
     "ln2.hook_normalized": "ln2.hook_normalized",
     "attn.hook_z": "attn.hook_z",
+    "hook_z": "attn.hook_z",
+    "attn.hook_q": "attn.hook_q",
+    "hook_q": "attn.hook_q",
+    "attn.hook_k": "attn.hook_k",
+    "hook_k": "attn.hook_k",
+    "attn.hook_v": "attn.hook_v",
+    "hook_v": "attn.hook_v",
+    "attn.hook_pattern": "attn.hook_pattern",
+    "hook_pattern": "attn.hook_pattern",
     "mlp.hook_post": "mlp.hook_post",
 }
 
@@ -69,8 +84,14 @@ _LAYER_SITES: dict[str, tuple[str, Kind]] = {
     "ln1.hook_normalized": ("input_layernorm", "post"),
     "ln2.hook_normalized": ("post_attention_layernorm", "post"),
     "attn.hook_z": ("self_attn.o_proj", "pre"),
+    "attn.hook_q": ("self_attn.q_proj", "post"),
+    "attn.hook_k": ("self_attn.k_proj", "post"),
+    "attn.hook_v": ("self_attn.v_proj", "post"),
+    "attn.hook_pattern": ("self_attn", "post"),
     "mlp.hook_post": ("mlp.down_proj", "pre"),
 }
+PATTERN = "attn.hook_pattern"
+"""The alias whose rows are attention weights (read from the attention module's second output)."""
 
 GLOBAL_ALIASES: dict[str, str] = {
     "hook_embed": "hook_embed",
@@ -102,6 +123,13 @@ class HookSite:
     """Decoder layer index for per-layer aliases."""
     hook: str | None = None
     """Canonical alias suffix (``hook_resid_mid``, ``hook_embed``...), None for module patterns."""
+    heads: int | None = None
+    """Per-head sites (q/k/v/z, pattern): the number of heads; a row reshapes to ``[heads, d // heads]``."""
+
+    @property
+    def item(self) -> int:
+        """Which element of the module's output tuple holds the activation (the pattern is the second)."""
+        return 1 if self.hook == PATTERN else 0
 
 
 @dataclass(frozen=True)
@@ -326,7 +354,17 @@ def _layer_site(model, layout: Layout, i: int, suffix: str) -> HookSite:
     d: int | None = layout.d_model
     if suffix in ("attn.hook_z", "mlp.hook_post"):
         d = _module_width(model.get_submodule(path), "pre", model)
-    return HookSite(f"blocks.{i}.{suffix}", path, kind, d, layer=i, hook=suffix)
+    elif suffix in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
+        d = _module_width(model.get_submodule(path), "post", model)
+    elif suffix == PATTERN:
+        d = None  # heads x key positions: depends on the sequence
+    heads = None
+    if suffix in ("attn.hook_q", "attn.hook_z", PATTERN, "attn.hook_k", "attn.hook_v"):
+        cfg = getattr(model, "config", None)
+        h = getattr(cfg, "num_attention_heads", None)
+        kv = getattr(cfg, "num_key_value_heads", None) or h
+        heads = kv if suffix in ("attn.hook_k", "attn.hook_v") else h
+    return HookSite(f"blocks.{i}.{suffix}", path, kind, d, layer=i, hook=suffix, heads=heads)
 
 
 def _resolve_one(model, name: str) -> list[HookSite]:
@@ -354,8 +392,24 @@ def _resolve_one(model, name: str) -> list[HookSite]:
     return _resolve_pattern(model, name)
 
 
-def resolve_hooks(model, names) -> list[HookSite]:
-    """Resolve hook names (a string, comma-separated string, list, or HookSites) to sites, in order, deduplicated."""
+def resolve_hooks(model, names, *, storable: bool = False) -> list[HookSite]:
+    """Resolve hook names (a string, comma-separated string, list, or HookSites) to sites, in order, deduplicated.
+
+    ``storable`` refuses sites whose rows have no fixed width (attention patterns), which a store cannot hold.
+    """
+    sites = _resolve_all(model, names)
+    if storable:
+        bad = [s.name for s in sites if s.hook == PATTERN]
+        if bad:
+            raise CaptureError(
+                f"hook {bad[0]!r}: attention patterns have one row of heads x prompt length per query, which "
+                "differs from prompt to prompt, so a store cannot hold them. Capture q/k (attn.hook_q, "
+                "attn.hook_k) to store, or use `arcscope analyze attention` / arcscope.analysis.attention"
+            )
+    return sites
+
+
+def _resolve_all(model, names) -> list[HookSite]:
     if isinstance(names, HookSite):
         names = [names]
     elif isinstance(names, str):

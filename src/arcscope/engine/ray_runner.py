@@ -33,7 +33,7 @@ class _Worker:
         self.runner = LocalRunner(self.cfg)
         self.loaded, _tasks, plan = self.runner._load()
         self.batches = {b.number: b for b in plan.batches}
-        self.sites = resolve_hooks(self.loaded.model, self.cfg.hooks)
+        self.sites = resolve_hooks(self.loaded.model, self.cfg.hooks, storable=True)
 
     def identity(self) -> dict[str, Any]:
         """The model identity for the manifest, as the worker loaded it."""
@@ -97,7 +97,7 @@ class RayRunner(LocalRunner):
 
         # Check the model and hook names here, where errors print cleanly, before any actor starts.
         skeleton = load_model_skeleton(self.cfg.model)
-        resolve_hooks(skeleton.model, self.cfg.hooks)
+        resolve_hooks(skeleton.model, self.cfg.hooks, storable=True)
         ray = self._ray()
         gpus = self.gpus_per_worker
         if gpus is None:

@@ -81,7 +81,7 @@ class ModelSource:
         from arcscope.capture import PROMPT_POSITIONS, make_batches, plan_prompts, resolve_hooks
 
         self.loaded = loaded
-        sites = resolve_hooks(loaded.model, hook)
+        sites = resolve_hooks(loaded.model, hook, storable=True)
         if len(sites) != 1:
             raise SAEError(f"hook {hook!r} names {len(sites)} sites; an SAE trains on exactly one")
         self.site = sites[0]
