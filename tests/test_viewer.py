@@ -158,7 +158,9 @@ def test_prediction_marks_and_counts():
     assert [m[1] for m in recs["b"]["test"][0]["a"]] == [1, 0]
     assert [m[1] for m in recs["b"]["test"][1]["a"]] == [0, 0]
     assert recs["d"]["test"][0]["a"] == [["0", None]]
-    assert recs["e"]["test"][0]["a"] == [["0", 0], [None, 0]]
+    # a wrong attempt carries how it differs from the truth (here: its shape); a missing one does not
+    e_shape = [int(x) for x in e.test[0].output.shape]
+    assert recs["e"]["test"][0]["a"] == [["0", 0, {"shape": [1, 1], "expected": e_shape}], [None, 0]]
     assert "a" not in recs["c"]["test"][0]
 
 
@@ -361,3 +363,69 @@ def test_browser_filter_by_status(browser_page, tmp_path):
     expected = [t.id for i, t in enumerate(tasks[:30]) if i % 3 == 0]
     assert visible == expected
     assert dom.shown == str(len(expected))
+
+
+# --- wrong answers: which cells differ ----------------------------------------------------------------------
+
+
+def _diff_task() -> tuple[Task, dict]:
+    truth = grid([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    close = truth.copy()
+    close[0, 1], close[2, 0] = 0, 0
+    task = Task("diffs", (Pair(grid([[0]]), grid([[1]])),), (Pair(grid([[5]]), truth),))
+    return task, {"diffs": [[close, grid([[1, 2, 3, 4]] * 3), truth]]}
+
+
+def test_grid_diff_marks_cells_or_names_the_shape():
+    from arcscope.report.viewer import diff_text, grid_diff
+
+    task, preds = _diff_task()
+    truth = task.test[0].output
+    close, other, _ = preds["diffs"][0]
+    d = grid_diff(close, truth)
+    assert d == {"wrong": 2, "cells": 9, "mask": "010|000|100"} and diff_text(d) == "2 of 9 cells wrong"
+    d = grid_diff(other, truth)
+    assert d == {"shape": [3, 4], "expected": [3, 3]} and diff_text(d) == "shape 3x4, expected 3x3"
+    marks = page_data(render_viewer([task], preds))["tasks"][0]["test"][0]["a"]
+    assert [len(m) for m in marks] == [3, 3, 2]  # the right attempt carries no diff
+    assert marks[0][2]["mask"] == "010|000|100" and marks[1][2]["shape"] == [3, 4]
+
+
+class _Attempts(HTMLParser):
+    """Attempt figures of a dumped DOM: their attributes, cell outlines and diff notes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figs: list[dict] = []
+        self._note = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure" and "attempt" in (a.get("class") or "").split():
+            self.figs.append({"attrs": a, "cells": [], "note": ""})
+        elif tag == "i" and a.get("class") == "cell-diff" and self.figs:
+            self.figs[-1]["cells"].append((int(a["data-r"]), int(a["data-c"]), a.get("title")))
+        elif tag == "span" and a.get("class") == "diffnote":
+            self._note = True
+
+    def handle_endtag(self, tag):
+        self._note = False
+
+    def handle_data(self, data):
+        if self._note:
+            self.figs[-1]["note"] += data
+
+
+@pytest.mark.browser
+def test_browser_outlines_the_wrong_cells(tmp_path):
+    task, preds = _diff_task()
+    path = write_viewer([task], tmp_path / "diff.html", predictions=preds)
+    dom = _Attempts()
+    dom.feed(dump_dom(path, "", tmp_path / "profile"))
+    close, other, right = dom.figs
+    assert close["cells"] == [(0, 1, "row 0, col 1: 0, expected 2"), (2, 0, "row 2, col 0: 0, expected 7")]
+    assert close["attrs"]["data-wrong-cells"] == "2" and close["attrs"]["data-diff-cells"] == "0,1 2,0"
+    assert "cells-wrong" in close["attrs"]["class"] and close["note"] == "2 of 9 cells wrong"
+    assert other["cells"] == [] and other["note"] == "shape 3x4, expected 3x3"
+    assert "shape-mismatch" in other["attrs"]["class"] and other["attrs"]["data-expected"] == "3x3"
+    assert right["cells"] == [] and right["note"] == "" and "right" in right["attrs"]["class"]

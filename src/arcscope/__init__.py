@@ -14,11 +14,13 @@ row   packages                                         what they own
 4     ``report``                                       self-contained HTML pages (may read a store's summary)
 5     ``puzzles`` ``datasets`` ``dsl`` ``rnn``          capabilities over tasks
 6     ``reasoning``                                    HRM, TRM (uses ``puzzles``)
-7     ``sae`` ``analysis``                             interpretation on top of capture/models/store; not engine
-8     ``engine``                                       capture jobs over many tasks: plan, batches, resume, runners
-9     ``pipeline``                                     ``arcscope run``: tasks -> engine -> scoring -> report
-10    ``cli``                                          the typer app: options generated from config dataclasses
-11    ``__main__``                                     ``python -m arcscope``
+7     ``sae``                                          sparse autoencoders on capture/models/store; not engine
+8     ``analysis``                                     how the model solves a task, on the grid (uses ``sae``
+                                                       for latent patching and SAE steering directions)
+9     ``engine``                                       capture jobs over many tasks: plan, batches, resume, runners
+10    ``pipeline``                                     ``arcscope run``: tasks -> engine -> scoring -> report
+11    ``cli``                                          the typer app: options generated from config dataclasses
+12    ``__main__``                                     ``python -m arcscope``
 ====  ===============================================  ==========================================================
 """
 
@@ -32,7 +34,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),
     ("puzzles", "datasets", "dsl", "rnn"),
     ("reasoning",),
-    ("sae", "analysis"),
+    ("sae",),
+    ("analysis",),
     ("engine",),
     ("pipeline",),
     ("cli",),

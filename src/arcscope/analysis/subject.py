@@ -32,14 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from arcscope.errors import ArcscopeError
-
-METRICS = ("logprob", "prob", "logit_diff")
-"""Metric kinds (see the module docstring)."""
-
-
-class AnalysisError(ArcscopeError, ValueError):
-    """An analysis cannot run as asked: bad task, cell, layer, head or setting; the message says which."""
+from arcscope.analysis.config import METRICS, AnalysisError
 
 
 @dataclass(frozen=True)

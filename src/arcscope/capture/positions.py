@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from arcscope.tasks import Task
 
 POSITIONS = ("all", "cells", "test-input", "answer", "generated", "last")
-"""Which token positions a capture keeps: every prompt token, grid cells, the test input grid, the
-teacher-forced answer, generated tokens, the last prompt token (the one that predicts the first answer token)."""
+"""Which token positions a capture keeps: every prompt token (``all``), grid cells (``cells``: every token that
+encodes one cell, in the prompt and, in generate mode, in the answer the model wrote), the test input grid,
+the teacher-forced answer, every generated token (``generated``), the last prompt token (the one that predicts
+the first answer token)."""
 PROMPT_POSITIONS = tuple(p for p in POSITIONS if p != "generated")
 """The kinds that lie inside the prompt (all but ``generated``, which only a generation loop produces)."""
 
@@ -36,7 +38,8 @@ def position_mask(cell_map: Any, positions: Iterable[str], *, n_prompt: int | No
     """Bool mask over a prompt's tokens (unpadded) for the position kinds ``positions`` (see POSITIONS).
 
     ``n_prompt`` is the number of tokens before a teacher-forced answer (default: all of them), for ``last``.
-    ``generated`` adds nothing here: generated tokens are not in the prompt.
+    ``generated`` adds nothing here, nor ``cells`` for generated tokens: generated tokens are not in the prompt
+    (the engine keeps them as it decodes).
     """
     from arcscope.tasks.prompts import Role
 

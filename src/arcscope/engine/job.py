@@ -34,7 +34,8 @@ class JobConfig(Config):
     hooks: list[str] = field(default_factory=lambda: ["blocks.{0,10,20,29}.hook_resid_post"])
     """Hook sites: TransformerLens-style aliases or module-name patterns."""
     positions: list[str] = field(default_factory=lambda: ["cells"])
-    """Which token positions to store: any of all, cells, test-input, answer, generated, last."""
+    """Which token positions to store: any of all, cells, test-input, answer, generated, last (cells: tokens
+    of one grid cell, the cells of a generated answer included; generated: every generated token)."""
     mode: str = "generate"
     """prefill: one forward pass (with the gold answer appended); generate: greedy/sampled decoding."""
     encoder: str = "minimal"

@@ -44,21 +44,30 @@ class JobResult:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def _index_rows(item: WorkItem, positions: np.ndarray, token_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Index columns for captured rows of one item at the given (unpadded) positions."""
+def _index_rows(
+    item: WorkItem, positions: np.ndarray, token_ids: np.ndarray, cmap=None
+) -> dict[str, np.ndarray]:
+    """Index columns for captured rows of one item at the given (unpadded) positions.
+
+    ``cmap`` is the item's map extended over its generated tokens (``generated_cell_map``); without it,
+    generated positions get no cell. Every generated token has role ``generated`` and the test pair's index,
+    whether or not it lies in the response's grid; those that encode one cell also get its row and column.
+    """
     from arcscope.tasks.prompts import Role
 
-    cmap = item.cell_map
+    cmap = item.cell_map if cmap is None else cmap
+    n_plan = len(item.cell_map.input_ids)  # the planned prompt (and teacher-forced answer)
     n_map = len(cmap.input_ids)
     inside = positions < n_map
-    pos_c = np.minimum(positions, n_map - 1)
-    role_codes = np.where(inside, cmap.role[pos_c], Role.GENERATED.code)
+    generated = positions >= n_plan
+    pos_c = np.minimum(positions, max(n_map - 1, 0))
+    role_codes = np.where(generated, Role.GENERATED.code, cmap.role[pos_c])
     return {
         "sample": np.full(len(positions), item.sample, dtype=np.int64),
         "task_id": np.array([item.task.id] * len(positions), dtype=object),
         "augmentation": np.array([item.augmentation.name] * len(positions), dtype=object),
         "test_index": np.full(len(positions), item.test_index, dtype=np.int16),
-        "pair": np.where(inside, cmap.pair[pos_c], item.test_index).astype(np.int16),
+        "pair": np.where(generated, item.test_index, cmap.pair[pos_c]).astype(np.int16),
         "role": np.array([Role.from_code(int(c)).value for c in role_codes], dtype=object),
         "row": np.where(inside, cmap.row[pos_c], -1).astype(np.int8),
         "col": np.where(inside, cmap.col[pos_c], -1).astype(np.int8),
@@ -166,7 +175,7 @@ class LocalRunner:
             self.cfg.out, resume=self.resume, overwrite=self.overwrite, storage_options=self.storage_options
         )
         loaded, _tasks, plan = self._load()
-        sites = resolve_hooks(loaded.model, self.cfg.hooks)
+        sites = resolve_hooks(loaded.model, self.cfg.hooks, storable=True)
         meta = self._manifest_meta(loaded, sites)
         writer = StoreWriter(
             self.cfg.out,
@@ -369,7 +378,7 @@ class LocalRunner:
 
         from arcscope.capture import run_generate
         from arcscope.tasks.encoding import get_encoder
-        from arcscope.tasks.prompts import parse_response
+        from arcscope.tasks.prompts import generated_cell_map, parse_response
 
         cfg = self.cfg
         encoder = get_encoder(cfg.encoder)
@@ -395,15 +404,29 @@ class LocalRunner:
             capture_prompt_mask=torch.as_tensor(pmask) if pmask.any() else None,
             pad_token_id=pad_id,
         )
-        keep = np.ones(len(res.batch_index), dtype=bool)
-        if "generated" not in cfg.positions:
-            keep = ~np.asarray(res.generated, dtype=bool)
-        acts = self._cast({k: v[torch.as_tensor(keep)] for k, v in res.acts.items()})
+        # Each item's map over prompt + generated tokens: generated cells get their row and column.
+        gmaps = [
+            generated_cell_map(it.prompt, loaded.tokenizer, res.sequences[b], prompt_map=it.cell_map)
+            for b, it in enumerate(batch.items)
+        ]
+        bi_all = np.asarray(res.batch_index)
+        pos_all = np.asarray(res.position)
+        is_gen = np.asarray(res.generated, dtype=bool)
+        keep = ~is_gen
+        if "generated" in cfg.positions:
+            keep[:] = True
+        elif "cells" in cfg.positions:
+            # "cells" covers the answer the model wrote too: generated tokens that encode one cell
+            for b, gm in enumerate(gmaps):
+                sel = is_gen & (bi_all == b)
+                keep[sel] = gm.row[pos_all[sel]] >= 0
+        kt = torch.as_tensor(keep)
+        acts = self._cast({k: v[kt] for k, v in res.acts.items()})
         if cfg.topk_logits:
-            acts["topk_values"] = res.topk_values[torch.as_tensor(keep)]
-            acts["topk_indices"] = res.topk_indices[torch.as_tensor(keep)]
-        bi = np.asarray(res.batch_index)[keep]
-        pos = np.asarray(res.position)[keep]
+            acts["topk_values"] = res.topk_values[kt]
+            acts["topk_indices"] = res.topk_indices[kt]
+        bi = bi_all[keep]
+        pos = pos_all[keep]
         cols, preds = [], {}
         ntok = int(attn.sum())
         for b, it in enumerate(batch.items):
@@ -412,7 +435,7 @@ class LocalRunner:
             full = np.concatenate([seqs[b], np.asarray(gen, dtype=np.int64)]) if gen else seqs[b]
             sel = bi == b
             p = pos[sel]
-            cols.append(_index_rows(it, p, full[p]))
+            cols.append(_index_rows(it, p, full[p], gmaps[b]))
             text = loaded.tokenizer.decode(gen, skip_special_tokens=True)
             preds[it.key] = self._prediction(
                 it,

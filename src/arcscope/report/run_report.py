@@ -1,7 +1,8 @@
 """The run report: score, store summary, activation norms per layer, and per-task predictions vs truth.
 
 One self-contained page built on the task viewer: the viewer's cards show each task's predictions next to
-the truth; a summary section above them holds the figures and an inline SVG plot (no script, no server).
+the truth, with the cells of a wrong answer that differ from the truth outlined (or the shape mismatch named);
+a summary section above them holds the figures and an inline SVG plot (no script, no server).
 """
 
 from __future__ import annotations
@@ -109,6 +110,35 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     )
 
 
+def wrong_answer_rows(attempts: dict[str, list[list[np.ndarray]]], tasks) -> list[tuple[str, str]]:
+    """Summary rows on the wrong attempts: how many have the truth's shape (and cells wrong), how many not."""
+    from arcscope.report.viewer import grid_diff
+
+    same = other = wrong_cells = cells = 0
+    for task in tasks:
+        for k, tries in enumerate(attempts.get(task.id, [])):
+            truth = task.test[k].output if k < len(task.test) else None
+            if truth is None:
+                continue
+            for grid in tries:
+                if grid is None:
+                    continue
+                d = grid_diff(grid, truth)
+                if "shape" in d:
+                    other += 1
+                elif d["wrong"]:
+                    same += 1
+                    wrong_cells += d["wrong"]
+                    cells += d["cells"]
+    if not same and not other:
+        return []
+    text = f"{same + other}: {same} with the truth's shape"
+    if same:
+        text += f" ({wrong_cells} of {cells} cells wrong)"
+    text += f", {other} with another shape"
+    return [("wrong attempts", text)]
+
+
 def render_run_report(
     cfg,
     result,
@@ -135,6 +165,7 @@ def render_run_report(
         score_rows = [("score", "not computed (no known test outputs)")]
     parsed = sum(1 for p in result.predictions.values() if p.get("grid") is not None)
     score_rows.append(("responses parsed as grids", f"{parsed} / {len(result.predictions)}"))
+    score_rows += wrong_answer_rows(attempts, tasks)
     ident = store.manifest.get("model", {})
     store_rows = [
         ("store", cfg.out),

@@ -3,7 +3,9 @@
 The page embeds every task once as compact JSON and draws a task's grids only when its card scrolls into
 view (IntersectionObserver), so a page of 800 tasks opens quickly. A filter box (task id substring) and a
 status menu (all / correct / wrong / unscored) narrow the list; both can be set from the URL hash, e.g.
-``page.html#filter=0a1d4ef5&status=wrong``.
+``page.html#filter=0a1d4ef5&status=wrong``. A wrong attempt shows how it differs from the truth: the cells that
+differ are outlined and counted ("2 of 9 cells wrong"), or the page says the shape differs ("shape 3x4,
+expected 3x3").
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from arcscope.files import atomic_write_text
 from arcscope.report.html import GRID_JS, encode_grid, escape, page, palette_legend
@@ -58,6 +62,31 @@ def _attempt_grid(obj: Any, task_id: str, where: str) -> Grid | None:
     return as_grid(obj, source="predictions", task_id=task_id, where=where)
 
 
+def grid_diff(predicted: Grid, truth: Grid) -> dict[str, Any]:
+    """How a predicted grid differs from the truth, as the page shows it.
+
+    Same shape: ``{"wrong": k, "cells": n, "mask": ...}`` with the mask in :func:`encode_grid` text (1 where
+    the cells differ); another shape: ``{"shape": [h, w], "expected": [H, W]}``.
+    """
+    p, t = np.asarray(predicted), np.asarray(truth)
+    if p.shape != t.shape:
+        return {"shape": [int(x) for x in p.shape], "expected": [int(x) for x in t.shape]}
+    differ = p != t
+    return {
+        "wrong": int(differ.sum()),
+        "cells": int(differ.size),
+        "mask": encode_grid(differ.astype(np.uint8)),
+    }
+
+
+def diff_text(diff: Mapping[str, Any]) -> str:
+    """A :func:`grid_diff` as words: ``2 of 9 cells wrong`` or ``shape 3x4, expected 3x3``."""
+    if "shape" in diff:
+        (h, w), (eh, ew) = diff["shape"], diff["expected"]
+        return f"shape {h}x{w}, expected {eh}x{ew}"
+    return f"{diff['wrong']} of {diff['cells']} cells wrong"
+
+
 def _task_record(task: Task, attempts: Sequence[Sequence[Any]] | None) -> tuple[dict[str, Any], int, int]:
     """The page's JSON record for one task, with (test outputs right, test outputs scored)."""
     right = scored = 0
@@ -75,7 +104,11 @@ def _task_record(task: Task, attempts: Sequence[Sequence[Any]] | None) -> tuple[
                 grid = _attempt_grid(raw, task.id, f"test[{k}] attempt {j + 1}")
                 ok = None if pair.output is None else int(grid is not None and grids_equal(grid, pair.output))
                 hit = hit or ok == 1
-                marks.append([None if grid is None else encode_grid(grid), ok])
+                mark: list[Any] = [None if grid is None else encode_grid(grid), ok]
+                if ok == 0 and grid is not None:
+                    assert pair.output is not None
+                    mark.append(grid_diff(grid, pair.output))
+                marks.append(mark)
             rec["a"] = marks
             if pair.output is not None:
                 scored += 1
@@ -148,6 +181,10 @@ figure.attempt{padding:3px;border:2px solid var(--unk);border-radius:4px}
 figure.attempt.right{border-color:var(--ok)} figure.attempt.wrong{border-color:var(--bad)}
 figure.attempt.right figcaption{color:var(--ok)} figure.attempt.wrong figcaption{color:var(--bad)}
 .noattempt{font-size:12px;color:var(--muted);align-self:center}
+.gridwrap{position:relative}
+.cell-diff{position:absolute;box-sizing:border-box;border:2px solid #fff;outline:1px solid #000;
+pointer-events:none}
+.diffnote{font-size:11px;color:var(--bad)}
 #empty{color:var(--muted)}
 """
 
@@ -176,6 +213,47 @@ VIEWER_JS = """
     f.append(grid ? drawGrid(grid) : el("div", "nogrid", "?"), el("figcaption", null, caption));
     return f;
   }
+  // A wrong attempt: outline each cell that differs from the truth (same shape) and say how many, or
+  // say that the shape differs. The outlines are elements over the canvas, one per differing cell.
+  function markDiff(f, d, pred, truth) {
+    const note = el("span", "diffnote");
+    if (d.shape) {
+      f.classList.add("shape-mismatch");
+      f.dataset.shape = d.shape[0] + "x" + d.shape[1];
+      f.dataset.expected = d.expected[0] + "x" + d.expected[1];
+      note.textContent = "shape " + f.dataset.shape + ", expected " + f.dataset.expected;
+    } else {
+      const cv = f.querySelector("canvas");
+      const rows = d.mask.split("|");
+      const h = rows.length, w = rows[0].length;
+      const cs = gridCellSize(h, w, 150);
+      const gap = cs >= 6 ? 1 : 0;
+      const wrap = el("div", "gridwrap");
+      cv.replaceWith(wrap);
+      wrap.append(cv);
+      const got = pred.split("|"), want = truth.split("|");
+      const where = [];
+      for (let r = 0; r < h; r++) {
+        for (let c = 0; c < w; c++) {
+          if (rows[r].charAt(c) !== "1") continue;
+          const m = el("i", "cell-diff");
+          m.style.left = c * cs + "px";
+          m.style.top = r * cs + "px";
+          m.style.width = m.style.height = cs + gap + "px";
+          m.dataset.r = String(r);
+          m.dataset.c = String(c);
+          m.title = "row " + r + ", col " + c + ": " + got[r].charAt(c) + ", expected " + want[r].charAt(c);
+          wrap.append(m);
+          where.push(r + "," + c);
+        }
+      }
+      f.classList.add("cells-wrong");
+      f.dataset.wrongCells = String(d.wrong);
+      f.dataset.diffCells = where.join(" ");
+      note.textContent = d.wrong + " of " + d.cells + " cells wrong";
+    }
+    f.append(note);
+  }
   function renderCard(card) {
     if (card.dataset.rendered === "1") return;
     const t = TASKS[Number(card.dataset.index)];
@@ -199,6 +277,7 @@ VIEWER_JS = """
           const mark = a[1] === 1 ? " \\u2713" : a[1] === 0 ? " \\u2717" : "";
           const f = figure(a[0], "attempt " + (j + 1) + mark, "attempt " + cls);
           f.dataset.correct = a[1] === null ? "" : String(a[1]);
+          if (a[2] && a[0] && p.o) markDiff(f, a[2], a[0], p.o);
           d.append(f);
         });
       } else if (DATA.has_predictions) {

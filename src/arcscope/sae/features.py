@@ -25,6 +25,7 @@ from arcscope.progress import ProgressFn, emit
 from arcscope.sae.config import SAEError
 from arcscope.sae.io import check_width
 from arcscope.sae.model import SparseAutoencoder
+from arcscope.tasks.lookup import GridLookup
 
 ROLES = ("train_input", "train_output", "test_input", "answer", "generated", "none")
 PROPERTIES = (
@@ -33,46 +34,6 @@ PROPERTIES = (
 """Columns of :attr:`LatentStats.mass`: colour 0..9 of the cell, the grid's role, border or interior cell."""
 ACT_EDGES = np.logspace(-3, 3, 25)
 """Activation-value histogram bin edges (log-spaced); values outside fall in the end bins."""
-
-
-class GridLookup:
-    """Grids of a task source by (task id, augmentation name, role, pair), augmented on demand and cached."""
-
-    def __init__(self, tasks: Any):
-        self.tasks = {t.id: t for t in tasks}
-        self._aug: dict[tuple[str, str], Any] = {}
-
-    def task(self, task_id: str, augmentation: str) -> Any | None:
-        """The task as the prompt showed it (augmentation applied), or None if unknown."""
-        key = (task_id, augmentation)
-        if key not in self._aug:
-            from arcscope.tasks.augment import parse_augmentation
-
-            base = self.tasks.get(task_id)
-            try:
-                self._aug[key] = None if base is None else parse_augmentation(augmentation).apply(base)
-            except Exception:  # an augmentation this task cannot take: show no grid rather than fail
-                self._aug[key] = None
-        return self._aug[key]
-
-    def grid(self, task_id: str, augmentation: str, role: str, pair: int) -> np.ndarray | None:
-        """The grid a row's cell belongs to, or None (no such grid, or a role without one)."""
-        t = self.task(task_id, augmentation)
-        if t is None:
-            return None
-        try:
-            if role == "train_input":
-                return np.asarray(t.train[pair].input)
-            if role == "train_output":
-                return np.asarray(t.train[pair].output)
-            if role == "test_input":
-                return np.asarray(t.test[pair].input)
-            if role == "answer":
-                out = t.test[pair].output
-                return None if out is None else np.asarray(out)
-        except IndexError:
-            return None
-        return None
 
 
 def load_tasks_for(store: Any, tasks: Any = None) -> GridLookup:

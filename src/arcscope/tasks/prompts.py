@@ -4,6 +4,8 @@
 each :class:`GridSegment` knows its pair, role, character span and per-cell character spans in the final
 text, also after chat-template wrapping. ``token_cell_map`` lines those spans up with a fast tokenizer's
 offset mapping, so each token is known to encode a given cell of a given grid, or formatting.
+``generated_cell_map`` does the same for the tokens a model generated after the prompt, from each generated
+token's own decoded text (never a re-tokenization), with the response's grid as a GENERATED segment.
 
 Token-to-cell rules (the capture engine stores these next to every activation, so they are strict):
 
@@ -770,3 +772,97 @@ def token_cell_maps(
         for i, ids, offs in zip(idx, enc["input_ids"], enc["offset_mapping"], strict=True):
             out[i] = TokenCellMap.from_offsets(prompts[i], ids, offs)
     return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------- generated tokens
+
+_REPLACEMENT = "\ufffd"
+# Tokens of context decoded before each token, so that decoders that treat a sequence's first token
+# specially (SentencePiece's leading-space strip) and characters split over byte tokens come out right.
+_DECODE_WINDOW = 6
+
+
+def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The exact text of ``ids``: special tokens kept, no clean-up of spaces."""
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def decode_offsets(tokenizer: Any, ids: Sequence[int] | np.ndarray) -> tuple[str, np.ndarray]:
+    """The text that token ``ids`` spell and each token's [start, end) in it (int32 ``[n, 2]``).
+
+    The text is ``tokenizer.decode(ids)`` with special tokens kept and no space clean-up, so it is what the
+    model wrote, token for token. A token's span is the text it adds after the tokens before it; a token
+    ending inside a multi-byte character adds nothing (empty span) and the token that completes the
+    character gets it; a token whose text is empty (some special tokens) has an empty span.
+    """
+    ids = [int(t) for t in np.asarray(ids, dtype=np.int64).reshape(-1)]
+    text = _decode(tokenizer, ids)
+    n = len(ids)
+    ends = np.zeros(n, dtype=np.int64)
+    # Fast path: each token's text as the difference of two short decodes that share the same start.
+    pos = 0
+    ok = True
+    for k in range(n):
+        s = max(0, k - _DECODE_WINDOW)
+        before = _decode(tokenizer, ids[s:k]).rstrip(_REPLACEMENT)
+        after = _decode(tokenizer, ids[s : k + 1]).rstrip(_REPLACEMENT)
+        if not after.startswith(before):
+            ok = False
+            break
+        piece = after[len(before) :]
+        if text[pos : pos + len(piece)] != piece:
+            ok = False
+            break
+        pos += len(piece)
+        ends[k] = pos
+    if ok and pos != len(text):
+        # only an unfinished character at the very end (the text ends in replacement characters) is left
+        ok = text[pos:].strip(_REPLACEMENT) == "" and n > 0
+        if ok:
+            ends[-1] = len(text)
+    if not ok:
+        # Exact fallback, quadratic in length: how far each prefix's decoding agrees with the whole text.
+        prefixes = tokenizer.batch_decode(
+            [ids[: k + 1] for k in range(n)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        for k, p in enumerate(prefixes):
+            m = min(len(p), len(text))
+            a = np.frombuffer(p[:m].encode("utf-32-le"), dtype=np.uint32)
+            b = np.frombuffer(text[:m].encode("utf-32-le"), dtype=np.uint32)
+            diff = np.flatnonzero(a != b)
+            ends[k] = int(diff[0]) if len(diff) else m
+        ends = np.maximum.accumulate(ends) if n else ends
+        if n:
+            ends[-1] = len(text)
+    starts = np.concatenate([[0], ends[:-1]]) if n else ends
+    return text, np.stack([starts, ends], axis=1).astype(np.int32).reshape(-1, 2)
+
+
+def generated_cell_map(
+    prompt: Prompt,
+    tokenizer: Any,
+    generated_ids: Sequence[int] | np.ndarray,
+    *,
+    prompt_map: TokenCellMap | None = None,
+    which: Literal["first", "last"] = "first",
+) -> TokenCellMap:
+    """The token-to-cell map of ``prompt`` followed by the tokens a model generated, by the same rules.
+
+    The generated ids are decoded as they are (never re-tokenized: a model may write token sequences the
+    tokenizer would not produce), the response's grid is parsed as :meth:`Prompt.with_generation` does
+    (a GENERATED segment) and every generated token is placed by its own decoded span, so a generated token
+    encoding one cell gets that cell's row and column, and one spanning two cells is multi-cell. A
+    response without a grid, or one parsed only leniently (cell positions unknown), maps no generated token
+    to a cell. ``prompt_map`` is the prompt's own map, when at hand, to skip tokenizing it again. Offsets
+    refer to ``prompt.with_generation(text)`` where ``text`` is :func:`decode_offsets`' text.
+    """
+    if prompt_map is None:
+        prompt_map = token_cell_map(prompt, tokenizer)
+    elif len(prompt_map) and int(prompt_map.offsets[:, 1].max()) > len(prompt.text):
+        raise PromptError("prompt_map does not belong to this prompt (offsets fall outside its text)")
+    gen = np.asarray(generated_ids, dtype=np.int64).reshape(-1)
+    response, offsets = decode_offsets(tokenizer, gen)
+    full = prompt.with_generation(response, which=which)
+    ids = np.concatenate([np.asarray(prompt_map.input_ids, dtype=np.int64), gen])
+    offs = np.concatenate([np.asarray(prompt_map.offsets, dtype=np.int64), offsets + len(prompt.text)])
+    return TokenCellMap.from_offsets(full, ids, offs.reshape(-1, 2))
