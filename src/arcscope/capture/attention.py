@@ -6,8 +6,10 @@ Hugging Face attention modules pick their kernel per call from ``config._attn_im
 layer:
 
 * a layer whose pattern is wanted runs the model family's own eager attention function (the one
-  ``output_attentions=True`` runs), so the pattern is exactly what the model computes, and the attention
-  module returns it as the second element of its output (where ``attn.hook_pattern`` reads it);
+  ``output_attentions=True`` runs), and the attention module returns the pattern as the second element of
+  its output (where ``attn.hook_pattern`` reads it). With patterns asked for in every layer the values are
+  bit for bit those of ``output_attentions=True``; with some layers on SDPA, the inputs of later layers
+  differ from an all-eager run by float rounding (about 1e-6 in float32), and so do their patterns;
 * every other layer runs SDPA, as it would outside the block;
 * a knockout adds ``-inf`` before the softmax at chosen (head, query, key) entries, in SDPA or eager alike,
   so the blocked keys get exactly zero weight and the rest renormalise.
@@ -61,7 +63,7 @@ class Knockout:
         return self.layers is None or layer in self.layers
 
     def bias(self, batch: int, n_heads: int, q_len: int, k_len: int, dtype, device) -> torch.Tensor | None:
-        """Additive ``[B, H, Tq, Tk]`` bias (0 or the dtype's minimum), or None when shapes do not fit
+        """Additive ``[B, H or 1, Tq, Tk]`` bias (0 or the dtype's minimum), or None when shapes do not fit
         (a decoding step, where a prompt knockout does not apply)."""
         qm, km = self.queries.to(device), self.keys.to(device)
         if qm.shape[-1] != q_len or km.shape[-1] != k_len:
@@ -69,15 +71,15 @@ class Knockout:
         qm = qm.expand(batch, -1) if qm.dim() == 1 else qm
         km = km.expand(batch, -1) if km.dim() == 1 else km
         block = qm[:, :, None] & km[:, None, :]  # [B, Tq, Tk]
-        heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
-        if self.heads is None:
-            heads[:] = True
+        if self.heads is None:  # every head: one [B, 1, Tq, Tk] bias broadcast over heads
+            full = block[:, None]
         else:
+            heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
             for h in self.heads:
                 if not 0 <= int(h) < n_heads:
                     raise CaptureError(f"knockout head {h} is out of range; the model has {n_heads} heads")
                 heads[int(h)] = True
-        full = block[:, None] & heads[None, :, None, None]
+            full = block[:, None] & heads[None, :, None, None]
         out = torch.zeros(full.shape, dtype=dtype, device=device)
         return out.masked_fill(full, torch.finfo(dtype).min)
 

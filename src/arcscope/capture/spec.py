@@ -29,8 +29,9 @@ Alias semantics (layer ``i``; ``x`` is the residual stream):
 ``attn.hook_v``            output of ``v_proj``, ``[kv heads x d_head]`` per row
 ``attn.hook_z``            input of ``o_proj``: per-head attention results, ``[heads x d_head]`` per row
 ``attn.hook_pattern``      attention weights after softmax, ``[heads x key positions]`` per query row;
-                           the layer runs eager attention while this is captured (SDPA otherwise), so
-                           the values are those ``output_attentions=True`` gives (prefill only)
+                           the layer runs eager attention while this is captured (SDPA otherwise);
+                           the values are those ``output_attentions=True`` gives (bit for bit when every
+                           layer's pattern is captured, to float rounding otherwise); prefill only
 ``mlp.hook_post``          input of ``down_proj``: the MLP neuron activations (act(gate) * up)
 ``hook_embed``             token embeddings (= blocks.0.hook_resid_pre for these families)
 ``ln_final.hook_normalized``  output of the final norm (= HF ``hidden_states[-1]``)
