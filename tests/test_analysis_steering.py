@@ -33,7 +33,10 @@ def subject():
     g = lambda rows: as_grid(rows)  # noqa: E731
     task = Task(
         "steer",
-        train=[Pair(g([[1, 2], [3, 4]]), g([[4, 3], [2, 1]])), Pair(g([[5, 6], [7, 8]]), g([[8, 7], [6, 5]]))],
+        train=[
+            Pair(g([[1, 2], [3, 4]]), g([[4, 3], [2, 1]])),
+            Pair(g([[5, 6], [7, 8]]), g([[8, 7], [6, 5]])),
+        ],
         test=[Pair(g([[2, 2], [3, 1]]), g([[1, 3], [2, 2]]))],
     )
     return Subject.from_task(model, task, tokenizer=tok)
