@@ -11,7 +11,19 @@ from arcscope.cli.app import app, err_console
 from arcscope.errors import ArcscopeError
 
 # Importing a command module registers its commands on ``app``; the order is the order of `arcscope --help`.
-COMMAND_MODULES = ("run", "tasks", "view", "score", "store", "data", "dsl", "rnn", "puzzles", "sae", "analyze")
+COMMAND_MODULES = (
+    "run",
+    "tasks",
+    "view",
+    "score",
+    "store",
+    "data",
+    "dsl",
+    "rnn",
+    "puzzles",
+    "sae",
+    "analyze",
+)
 for _name in COMMAND_MODULES:
     importlib.import_module(f"arcscope.cli.{_name}")
 
