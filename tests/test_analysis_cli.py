@@ -131,3 +131,34 @@ def test_patch(tiny_model_dir, tmp_path, capsys):
     assert exact.num_rows == approx.num_rows > 0
     assert -1.0 <= data["agreement"]["pearson"] <= 1.0
     assert pq.read_table(out / "heads.parquet").num_rows == 2 * 4
+
+
+def test_train_lens_then_use_it(tiny_model_dir, tmp_path, capsys):
+    from arcscope.engine import JobConfig, run_job
+
+    store = tmp_path / "store"
+    run_job(
+        JobConfig(
+            tasks="arc1:evaluation",
+            model=str(tiny_model_dir),
+            hooks=["blocks.*.hook_resid_post"],
+            positions=["all"],
+            mode="prefill",
+            max_tasks=3,
+            out=str(store),
+            device="cpu",
+        ).validate()
+    )
+    out = tmp_path / "tl"
+    args = ["analyze", "train-lens", "--store", str(store), "--steps", "20", "--out", str(out), "-q"]
+    code, _, err = run_main(args, capsys)
+    assert code in (0, None), err
+    data, _ = read(out)
+    fit = pq.read_table(out / "fit.parquet").to_pylist()
+    assert fit and all(r["kl_tuned"] is not None for r in fit)
+    out2 = tmp_path / "lens"
+    args = ["analyze", "lens", "--tuned", str(out / "tuned_lens.safetensors"), *common(tiny_model_dir, out2)]
+    code, _, err = run_main(args, capsys)
+    assert code in (0, None), err
+    lens = json.loads((out2 / "result.json").read_text())["lens"]
+    assert [x["lens"] for x in lens] == ["logit", "tuned"]

@@ -109,7 +109,7 @@ def test_planted_feature_is_recovered_on_held_out_tasks(planted):
     table = res.to_table()
     assert table.num_rows == 2 and table.column("layer").to_pylist() == [0, 1]
     assert table.column("accuracy").to_pylist()[1] == pytest.approx(res.accuracy[1])
-    info = json.loads(res.to_json())
+    info = json.loads(json.dumps(res.to_json(), allow_nan=False))
     assert info["hooks"] == [H0, H1] and info["n_test"] == res.n_test and info["split"] == "tasks"
 
 

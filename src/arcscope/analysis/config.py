@@ -265,3 +265,83 @@ class ProbeRunConfig(ProbeConfig):
     """colour, output_colour, row, col, role or any index column."""
     out: str = "runs/probe"
     """Output folder: report.html, result.json and Parquet tables."""
+
+
+class LensError(AnalysisError):
+    """A lens cannot run or load as asked: model, layer, site, tuned lens, store or setting; the message
+    says which and the rule broken."""
+
+
+LENS_POSITIONS = ("all", "answer")
+"""Which positions of a Subject give tuned-lens training rows: every prompt token, or the answer's
+predicting positions."""
+
+
+@dataclass
+class TunedLensConfig(Config):
+    """How a tuned lens is trained: rows, split, optimiser."""
+
+    config_error = LensError
+    config_name = "tuned lens"
+    identity_exclude = ("device",)
+
+    steps: int = 250
+    """Adam steps per hook."""
+    batch_size: int = 256
+    """Rows per step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW) on the maps' deviation from the identity."""
+    max_rows: int | None = 16384
+    """Rows to train and test on, drawn with ``seed`` (None: all)."""
+    test_fraction: float = 0.2
+    """Share of rows (whole tasks with split=tasks) held out to report the fit."""
+    split: str = "tasks"
+    """Held-out split: tasks (no task in both train and test) or rows."""
+    positions: str = "all"
+    """Training from Subjects: all (every prompt token) or answer (the answer's predicting positions)."""
+    seed: int = 0
+    """Seed for the rows, the split and the batches; the same seed gives the same lens."""
+    device: str | None = None
+    """Where to train (auto, cpu, cuda, cuda:N); None: the model's device."""
+
+    def validate(self) -> TunedLensConfig:
+        """Check every field; raise LensError naming the field and the rule."""
+        if self.steps < 0:
+            raise LensError(f"tuned lens: steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise LensError(f"tuned lens: batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise LensError(f"tuned lens: lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise LensError(f"tuned lens: weight_decay must be >= 0, got {self.weight_decay}")
+        if self.max_rows is not None and self.max_rows < 2:
+            raise LensError(f"tuned lens: max_rows must be at least 2 (or None for all), got {self.max_rows}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise LensError(
+                f"tuned lens: test_fraction must lie strictly between 0 and 1, got {self.test_fraction}"
+            )
+        if self.split not in SPLITS:
+            raise LensError(f"tuned lens: split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if self.positions not in LENS_POSITIONS:
+            raise LensError(
+                f"tuned lens: positions {self.positions!r} is not one of {', '.join(LENS_POSITIONS)}"
+            )
+        return self
+
+
+@dataclass
+class TunedLensRunConfig(TunedLensConfig):
+    """`arcscope analyze train-lens`: fit a tuned lens from a store and report its fit per layer."""
+
+    config_name = "train-lens"
+
+    store: str = "runs/latest"
+    """Activation store with residual-stream hooks (and the last layer's, the target)."""
+    model: str | None = None
+    """The model that wrote the store (None: the one the store's manifest names)."""
+    hooks: str | None = None
+    """Hooks to fit (None: every residual hook in the store)."""
+    out: str = "runs/tuned-lens"
+    """Output folder: tuned_lens.safetensors, report.html, result.json and the fit table."""

@@ -40,9 +40,9 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from arcscope.analysis.config import AnalysisError
+from arcscope.analysis.config import LensError, TunedLensConfig
 from arcscope.analysis.subject import Subject
-from arcscope.config import Config, make_config
+from arcscope.config import make_config
 from arcscope.errors import ArcscopeError
 from arcscope.progress import ProgressFn, emit
 
@@ -54,22 +54,12 @@ NO_TOKEN = -2
 """``decided_layer`` value of a grid cell that no token of its own encodes (not measured)."""
 WEIGHTS = ("tasks", "cells")
 """How :func:`lens_curve` averages: each task the same weight, or each cell."""
-POSITIONS = ("all", "answer")
-"""Which positions of a Subject give tuned-lens training rows: every prompt token, or the answer's
-predicting positions."""
-SPLITS = ("tasks", "rows")
-"""Held-out split of tuned-lens rows: by task (no task on both sides) or by row."""
 CURVES = ("prob", "logprob", "rank", "median_rank", "colour_prob", "colour_rank", "accuracy", "decided")
 """Per-layer curves (:meth:`LensResult.curve`): mean probability and log-probability of the correct token,
 mean and median rank among the vocabulary, mean probability and rank among colours, the share of cells whose
 top colour is right, and the share of cells decided at or before that layer."""
 FORMAT = "arcscope.tuned_lens"
 FORMAT_VERSION = 1
-
-
-class LensError(AnalysisError):
-    """A lens cannot run or load as asked: model, layer, site, tuned lens, store or setting; the message
-    says which and the rule broken."""
 
 
 # ---- where the lens reads ------------------------------------------------------------------------------
@@ -985,58 +975,6 @@ class TunedLens:
             None if fit is None else LensFit.from_json(fit),
             where,
         )
-
-
-@dataclass
-class TunedLensConfig(Config):
-    """How a tuned lens is trained: rows, split, optimiser."""
-
-    config_error = LensError
-    config_name = "tuned lens"
-    identity_exclude = ("device",)
-
-    steps: int = 250
-    """Adam steps per hook."""
-    batch_size: int = 256
-    """Rows per step."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW) on the maps' deviation from the identity."""
-    max_rows: int | None = 16384
-    """Rows to train and test on, drawn with ``seed`` (None: all)."""
-    test_fraction: float = 0.2
-    """Share of rows (whole tasks with split=tasks) held out to report the fit."""
-    split: str = "tasks"
-    """Held-out split: tasks (no task in both train and test) or rows."""
-    positions: str = "all"
-    """Training from Subjects: all (every prompt token) or answer (the answer's predicting positions)."""
-    seed: int = 0
-    """Seed for the rows, the split and the batches; the same seed gives the same lens."""
-    device: str | None = None
-    """Where to train (auto, cpu, cuda, cuda:N); None: the model's device."""
-
-    def validate(self) -> TunedLensConfig:
-        """Check every field; raise LensError naming the field and the rule."""
-        if self.steps < 0:
-            raise LensError(f"tuned lens: steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            raise LensError(f"tuned lens: batch_size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise LensError(f"tuned lens: lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise LensError(f"tuned lens: weight_decay must be >= 0, got {self.weight_decay}")
-        if self.max_rows is not None and self.max_rows < 2:
-            raise LensError(f"tuned lens: max_rows must be at least 2 (or None for all), got {self.max_rows}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise LensError(
-                f"tuned lens: test_fraction must lie strictly between 0 and 1, got {self.test_fraction}"
-            )
-        if self.split not in SPLITS:
-            raise LensError(f"tuned lens: split {self.split!r} is not one of {', '.join(SPLITS)}")
-        if self.positions not in POSITIONS:
-            raise LensError(f"tuned lens: positions {self.positions!r} is not one of {', '.join(POSITIONS)}")
-        return self
 
 
 @dataclass

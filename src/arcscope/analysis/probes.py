@@ -21,7 +21,6 @@ directions :func:`arcscope.analysis.vectors.probe_direction` steers with.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -465,9 +464,9 @@ class ProbeResult:
             "config": dict(self.config),
         }
 
-    def to_json(self, indent: int | None = 1) -> str:
-        """:meth:`to_dict` as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+    def to_json(self) -> dict[str, Any]:
+        """:meth:`to_dict` (JSON-safe values), named like every other analysis result's."""
+        return self.to_dict()
 
 
 # ---- the probe sweep -----------------------------------------------------------------------------------

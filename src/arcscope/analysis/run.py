@@ -21,6 +21,7 @@ from arcscope.analysis.config import (
     ProbeRunConfig,
     SteerConfig,
     SubjectConfig,
+    TunedLensRunConfig,
     parse_cells,
     parse_ints,
 )
@@ -180,6 +181,65 @@ def run_lens(
     tables = {f"{r.lens}_lens": r.to_table() for r in results}
     paths = _finish(cfg, f"Logit lens on {subject.task_id}", header, sections, data, tables)
     return res, paths
+
+
+def run_train_lens(
+    cfg: TunedLensRunConfig | dict | None = None, *, progress: ProgressFn | None = None, **settings
+):
+    """`arcscope analyze train-lens`: a tuned lens fitted from a store, saved, with its held-out fit reported
+    (KL to the final layer of the plain and the tuned lens, per layer)."""
+    from pathlib import Path
+
+    from arcscope.analysis import report
+    from arcscope.analysis.lens import train_tuned_lens
+    from arcscope.store import open_store
+
+    cfg = make_config(TunedLensRunConfig, cfg, settings)
+    store = open_store(cfg.store)
+    path = cfg.model or ((store.meta.get("model") or {}).get("path"))
+    if not path:
+        raise AnalysisError(f"{cfg.store}: the store does not name its model; pass --model")
+    from arcscope.models import load_model
+
+    loaded = load_model(path, device="cpu" if cfg.device in (None, "cpu") else cfg.device, dtype="float32")
+    lens = train_tuned_lens(loaded, store, hooks=cfg.hooks, config=cfg, progress=progress)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    saved = lens.save(Path(cfg.out) / "tuned_lens.safetensors")
+    fit = lens.fit
+    sections = []
+    tables = {}
+    if fit is not None:
+        x = list(range(len(fit.hooks)))
+        sections.append(
+            report.section(
+                "Held-out fit: KL(final || lens) per layer",
+                report.line_plot(
+                    x,
+                    {"logit lens": fit.kl_logit, "tuned lens": fit.kl_tuned},
+                    x_label="hook (layer order)",
+                    y_label="KL (nats)",
+                ),
+                report.table(fit.to_table()),
+                note=f"{fit.n_train} train / {fit.n_test} held-out rows ({fit.split} split)",
+            )
+        )
+        tables["fit"] = fit.to_table()
+    header = {
+        "task": None,
+        "model": getattr(loaded, "name", str(path)),
+        "metric": "KL to the final layer",
+        "settings": cfg.to_dict(),
+    }
+    paths = _finish(
+        cfg,
+        "Tuned lens",
+        header,
+        sections,
+        {"fit": None if fit is None else fit.to_json(), "lens_file": str(saved)},
+        tables,
+    )
+    paths["lens"] = Path(saved)
+    return lens, paths
 
 
 def run_attention(
@@ -553,7 +613,7 @@ def run_probe(cfg: ProbeRunConfig | dict | None = None, *, progress: ProgressFn 
     ]
     header = {"task": None, "model": None, "metric": f"accuracy of {res.target}", "settings": cfg.to_dict()}
     paths = _finish(
-        cfg, f"Probes for {res.target}", header, sections, res.to_dict(), {"probes": res.to_table()}
+        cfg, f"Probes for {res.target}", header, sections, res.to_json(), {"probes": res.to_table()}
     )
     return res, paths
 
@@ -570,6 +630,7 @@ __all__ = [
     "run_patch",
     "run_probe",
     "run_steer",
+    "run_train_lens",
     "AttentionConfig",
     "KnockoutConfig",
     "LensConfig",

@@ -19,6 +19,7 @@ from arcscope.analysis.config import (
     PatchConfig,
     ProbeRunConfig,
     SteerConfig,
+    TunedLensRunConfig,
 )
 from arcscope.cli.app import app, console, progress_bar
 from arcscope.cli.options import QuietOpt, config_options
@@ -83,3 +84,10 @@ def probe_cmd(cfg: ProbeRunConfig, quiet: QuietOpt = False) -> None:
 def steer_cmd(cfg: SteerConfig, quiet: QuietOpt = False) -> None:
     """Steering: add a vector at a hook over a range of doses and report how the answer changes."""
     _run("steer", cfg, quiet)
+
+
+@analyze_app.command("train-lens")
+@config_options(TunedLensRunConfig, config_file=True)
+def train_lens_cmd(cfg: TunedLensRunConfig, quiet: QuietOpt = False) -> None:
+    """Fit a tuned lens (one affine map per layer) from a store; use it with `analyze lens --tuned`."""
+    _run("train_lens", cfg, quiet)
