@@ -152,31 +152,40 @@ def run_lens(
     res = results[-1]
     header = _header(subject, cfg, loaded, "rank and probability of the correct colour, per layer")
     sections = [
-        report.answer_compare(
-            np.asarray(subject.task.test[subject.test_index].output), subject.predicted_grid()
+        report.section(
+            "The answer",
+            report.answer_compare(
+                np.asarray(subject.task.test[subject.test_index].output), subject.predicted_grid()
+            ),
         )
     ]
     for r in results:
         curve = r.curve()
-        sections += [
-            report.layer_cell_picture(
-                r.layer_grids("colour_prob"),
-                [str(int(x)) for x in r.layers],
-                title=f"{r.lens} lens: probability of the correct colour (among colours) per layer",
-            ),
-            report.decided_grid(r.decided_layer, title=f"{r.lens} lens: layer at which each cell is decided"),
-            report.line_plot(
-                r.layers,
-                {
-                    "P(correct colour)": curve["colour_prob"],
-                    "top-1 accuracy": curve["accuracy"],
-                    "cells decided": curve["decided"],
-                },
-                x_label="layer",
-                y_label="mean over answer cells",
-                title=f"{r.lens} lens: averaged over the answer cells",
-            ),
-        ]
+        sections.append(
+            report.section(
+                f"{r.lens} lens: at which layer is each answer cell decided",
+                report.layer_cell_picture(
+                    r.layer_grids("colour_prob"),
+                    [str(int(x)) for x in r.layers],
+                    title="probability of the correct colour (among colours) per layer",
+                ),
+                report.decided_grid(
+                    r.decided_layer, title="layer from which the top colour stays correct ( \u00b7 never)"
+                ),
+                report.line_plot(
+                    r.layers,
+                    {
+                        "P(correct colour)": curve["colour_prob"],
+                        "top-1 accuracy": curve["accuracy"],
+                        "cells decided": curve["decided"],
+                    },
+                    x_label="layer",
+                    y_label="mean over answer cells",
+                    title="averaged over the answer cells",
+                    y_range=(0.0, 1.0),
+                ),
+            )
+        )
     data = {"lens": [r.to_json() for r in results]}
     tables = {f"{r.lens}_lens": r.to_table() for r in results}
     paths = _finish(cfg, f"Logit lens on {subject.task_id}", header, sections, data, tables)
