@@ -162,3 +162,17 @@ def test_train_lens_then_use_it(tiny_model_dir, tmp_path, capsys):
     assert code in (0, None), err
     lens = json.loads((out2 / "result.json").read_text())["lens"]
     assert [x["lens"] for x in lens] == ["logit", "tuned"]
+
+
+def test_the_same_commands_run_on_the_bundled_trm(tmp_path, capsys):
+    from arcscope.reasoning.bundled import bundled_checkpoint
+
+    trm = str(bundled_checkpoint())
+    for cmd in ("lens", "patch"):
+        out = tmp_path / cmd
+        code, _, err = run_main(["analyze", cmd, "--model", trm, "--device", "cpu", "--out", str(out), "-q"], capsys)
+        assert code in (0, None), err
+        data, _ = read(out)
+    cells = pq.read_table(tmp_path / "lens" / "cells.parquet")
+    assert cells.num_rows == 16  # one 4x4 Sudoku: the step at which each cell is decided
+    assert pq.read_table(tmp_path / "patch" / "patch.parquet").num_rows > 0

@@ -265,6 +265,10 @@ class ProbeRunConfig(ProbeConfig):
     """colour, output_colour, row, col, role or any index column."""
     out: str = "runs/probe"
     """Output folder: report.html, result.json and Parquet tables."""
+    model: str | None = None
+    """An HRM/TRM checkpoint: probe its states step by step on --tasks instead of reading a store."""
+    tasks: str | None = None
+    """Puzzle dataset folder for an HRM/TRM probe (None: generated Sudoku for a Sudoku model)."""
 
 
 class LensError(AnalysisError):

@@ -342,7 +342,7 @@ class _Patcher:
         self.n_forward = 0
         self.n_skipped = 0
         self._acts: dict[tuple[str, str], torch.Tensor] = {}
-        self._prefix: tuple[int, Any] | None = None
+        self._full_cache: Any = None
         self._cache_kw = "past_key_values"
         with contextlib.suppress(TypeError, ValueError):
             if "cache" in inspect.signature(self.model.forward).parameters:
@@ -393,11 +393,14 @@ class _Patcher:
 
     def _prefix_cache(self, p0: int, batch: int) -> Any:
         """The base run's keys and values for positions < p0, repeated for ``batch`` rows."""
-        if self._prefix is None or self._prefix[0] != p0:
+        if self._full_cache is None:
             with torch.no_grad():
-                out = self.model(input_ids=self.ids[:, :p0], use_cache=True, logits_to_keep=1)
-            self._prefix = (p0, _output_cache(out))
-        cache = copy.deepcopy(self._prefix[1])
+                out = self.model(input_ids=self.ids, use_cache=True, logits_to_keep=1)
+            self._full_cache = _output_cache(out)
+        cache = copy.deepcopy(self._full_cache)
+        cache.crop(p0 - self.T)  # a negative crop removes that many tokens, in every transformers version
+        if cache.get_seq_length() != p0:
+            raise ValueError(f"the cropped key/value cache holds {cache.get_seq_length()} positions, not {p0}")
         cache.batch_repeat_interleave(batch)
         return cache
 

@@ -30,6 +30,15 @@ from arcscope.config import make_config
 from arcscope.progress import ProgressFn, emit
 
 
+def is_reasoning_model(model: Any) -> bool:
+    """Whether ``model`` (a path, a loaded model or None) is an HRM/TRM checkpoint rather than a causal LM."""
+    if model is None or hasattr(model, "tokenizer"):
+        return False
+    from arcscope.analysis.run_reasoning import is_reasoning_model as check
+
+    return check(model)
+
+
 def load_model_for(cfg: SubjectConfig, loaded: Any = None) -> Any:
     """The LoadedModel to analyse: ``loaded`` when given, else ``cfg.model`` (None: the bundled model)."""
     if loaded is not None:
@@ -141,6 +150,10 @@ def run_lens(
     from arcscope.analysis.lens import TunedLens, logit_lens
 
     cfg = make_config(LensConfig, cfg, settings)
+    if is_reasoning_model(loaded if loaded is not None else cfg.model):
+        from arcscope.analysis.run_reasoning import reasoning_lens
+
+        return reasoning_lens(cfg, loaded=loaded, progress=progress)
     loaded = load_model_for(cfg, loaded)
     subject = load_subject(cfg, loaded)
     layers = parse_ints(cfg.layers, "layers")
@@ -263,6 +276,10 @@ def run_attention(
     from arcscope.analysis.attention import attention_to_grids
 
     cfg = make_config(AttentionConfig, cfg, settings)
+    if is_reasoning_model(loaded if loaded is not None else cfg.model):
+        from arcscope.analysis.run_reasoning import reasoning_attention
+
+        return reasoning_attention(cfg, loaded=loaded, progress=progress)
     loaded = load_model_for(cfg, loaded)
     subject = load_subject(cfg, loaded)
     emit(progress, "attention", 0, 1)
@@ -399,6 +416,10 @@ def run_patch(
     from arcscope.analysis.patching import agreement, attribution_patching, head_sweep, patch_sweep
 
     cfg = make_config(PatchConfig, cfg, settings)
+    if is_reasoning_model(loaded if loaded is not None else cfg.model):
+        from arcscope.analysis.run_reasoning import reasoning_patch
+
+        return reasoning_patch(cfg, loaded=loaded, progress=progress)
     loaded = load_model_for(cfg, loaded)
     clean = load_subject(cfg, loaded)
     bad = corrupt_subject(clean, cfg.corruption, seed=cfg.seed, source=cfg.tasks)
@@ -596,6 +617,10 @@ def run_probe(cfg: ProbeRunConfig | dict | None = None, *, progress: ProgressFn 
     from arcscope.analysis.probes import probe_layers
 
     cfg = make_config(ProbeRunConfig, cfg, settings)
+    if cfg.model is not None and is_reasoning_model(cfg.model):
+        from arcscope.analysis.run_reasoning import reasoning_probe
+
+        return reasoning_probe(cfg, progress=progress)
     res = probe_layers(cfg.store, cfg.hooks, cfg.target, config=cfg, progress=progress)
     x = np.arange(len(res.hooks))
     sections = [
