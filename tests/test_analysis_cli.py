@@ -170,9 +170,26 @@ def test_the_same_commands_run_on_the_bundled_trm(tmp_path, capsys):
     trm = str(bundled_checkpoint())
     for cmd in ("lens", "patch"):
         out = tmp_path / cmd
-        code, _, err = run_main(["analyze", cmd, "--model", trm, "--device", "cpu", "--out", str(out), "-q"], capsys)
+        code, _, err = run_main(
+            ["analyze", cmd, "--model", trm, "--device", "cpu", "--out", str(out), "-q"], capsys
+        )
         assert code in (0, None), err
         data, _ = read(out)
     cells = pq.read_table(tmp_path / "lens" / "cells.parquet")
     assert cells.num_rows == 16  # one 4x4 Sudoku: the step at which each cell is decided
     assert pq.read_table(tmp_path / "patch" / "patch.parquet").num_rows > 0
+
+
+def test_patch_sae_latents(tiny_model_dir, tmp_path, capsys):
+    from arcscope.sae import SAEConfig, SparseAutoencoder, save_sae
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(d_in=32, d_sae=64, arch="topk", k=8, hook="blocks.1.hook_resid_pre"))
+    save_sae(sae, tmp_path / "sae")
+    out = tmp_path / "p"
+    args = ["analyze", "patch", "--method", "exact", "--sae", str(tmp_path / "sae"), "--latents", "0-9"]
+    code, _, err = run_main([*args, *common(tiny_model_dir, out)], capsys)
+    assert code in (0, None), err
+    data, _ = read(out)
+    assert data["sae"]["hook"] == "blocks.1.hook_resid_pre"
+    assert pq.read_table(out / "sae.parquet").num_rows == 10

@@ -211,6 +211,12 @@ class PatchConfig(SubjectConfig):
     """Patched runs per forward pass."""
     seed: int = 0
     """Seed for random corruptions."""
+    sae: str | None = None
+    """Also patch the latents of this SAE (folder; arcscope or SAELens), spliced in at its hook."""
+    sae_mode: str = "patch"
+    """patch (clean latent values into the corrupted run) or ablate (zero latents in the clean run)."""
+    latents: str | None = None
+    """SAE latents to edit ('3,17,40'); None: the latents the edit changes most (up to 256)."""
 
     def validate(self) -> PatchConfig:
         """Check the method and batch size, then the shared settings."""
@@ -219,6 +225,9 @@ class PatchConfig(SubjectConfig):
             raise AnalysisConfigError(f"method {self.method!r} is not exact, attribution or both")
         if self.batch_size < 1:
             raise AnalysisConfigError("batch_size must be >= 1")
+        if self.sae_mode not in ("patch", "ablate"):
+            raise AnalysisConfigError(f"sae_mode {self.sae_mode!r} is not patch or ablate")
+        parse_ints(self.latents, "latents")
         kind = self.corruption.split(":", 1)[0]
         if kind not in CORRUPTIONS:
             raise AnalysisConfigError(

@@ -522,6 +522,30 @@ def run_patch(
                 )
             )
     tables = {name: r.to_table() for name, r in results.items()}
+    if cfg.sae:
+        from arcscope.analysis.patching import sae_patch
+        from arcscope.sae import load_sae
+
+        sp = sae_patch(
+            clean,
+            bad,
+            load_sae(cfg.sae),
+            mode=cfg.sae_mode,
+            latents=parse_ints(cfg.latents, "latents"),
+            metric=metric,
+            batch_size=cfg.batch_size,
+            progress=progress,
+        )
+        top = sp.top(20)
+        sections.append(
+            report.section(
+                f"SAE latents at {sp.hook} ({sp.mode})",
+                report.table(top, title="latents with the largest effect on the answer"),
+                note=f"{len(sp.latents)} latents edited one at a time; effect 1 = the clean metric restored",
+            )
+        )
+        data["sae"] = sp.to_json()
+        tables["sae"] = sp.to_table()
     paths = _finish(cfg, f"Activation patching, {clean.task_id}", header, sections, data, tables)
     return first, paths
 
