@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from arcscope.cli import main
+from tests.conftest import tiny_job
 
 
 def run_main(args, capsys):
@@ -33,7 +34,7 @@ def read(out):
 
 def test_lens(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "lens"
-    code, stdout, err = run_main(["analyze", "lens", *common(tiny_model_dir, out)], capsys)
+    code, stdout, err = run_main(["analyze", "lens", "--average", "3", *common(tiny_model_dir, out)], capsys)
     assert code in (0, None), err
     assert "report.html" in stdout
     data, html = read(out)
@@ -43,6 +44,7 @@ def test_lens(tiny_model_dir, tmp_path, capsys):
     # two layers x every answer cell of the picked task
     assert table.num_rows == 2 * len(lens["cells"]["row"])
     assert set(table.column("layer").to_pylist()) == {0, 1}
+    assert len(data["curve"]["task_ids"]) == 3  # the curve averaged over the 3 smallest tasks
 
 
 def test_steer_with_a_saved_vector(tiny_model_dir, tmp_path, capsys):
@@ -63,21 +65,10 @@ def test_steer_with_a_saved_vector(tiny_model_dir, tmp_path, capsys):
 
 
 def test_probe_from_a_store(tiny_model_dir, tmp_path, capsys):
-    from arcscope.engine import JobConfig, run_job
+    from arcscope.engine import run_job
 
     store = tmp_path / "store"
-    run_job(
-        JobConfig(
-            tasks="arc1:evaluation",
-            model=str(tiny_model_dir),
-            hooks=["blocks.*.hook_resid_post"],
-            positions=["cells"],
-            mode="prefill",
-            max_tasks=4,
-            out=str(store),
-            device="cpu",
-        ).validate()
-    )
+    run_job(tiny_job(store, tiny_model_dir, max_tasks=4, max_batch=16, device="cpu"))
     out = tmp_path / "probe"
     args = ["analyze", "probe", "--store", str(store), "--target", "colour", "--out", str(out), "-q"]
     code, _, err = run_main(args, capsys)
@@ -134,21 +125,10 @@ def test_patch(tiny_model_dir, tmp_path, capsys):
 
 
 def test_train_lens_then_use_it(tiny_model_dir, tmp_path, capsys):
-    from arcscope.engine import JobConfig, run_job
+    from arcscope.engine import run_job
 
     store = tmp_path / "store"
-    run_job(
-        JobConfig(
-            tasks="arc1:evaluation",
-            model=str(tiny_model_dir),
-            hooks=["blocks.*.hook_resid_post"],
-            positions=["all"],
-            mode="prefill",
-            max_tasks=3,
-            out=str(store),
-            device="cpu",
-        ).validate()
-    )
+    run_job(tiny_job(store, tiny_model_dir, positions=["all"], max_batch=16, device="cpu"))
     out = tmp_path / "tl"
     args = ["analyze", "train-lens", "--store", str(store), "--steps", "20", "--out", str(out), "-q"]
     code, _, err = run_main(args, capsys)

@@ -157,6 +157,8 @@ class LensConfig(SubjectConfig):
     """Residual site projected: hook_resid_pre, hook_resid_mid or hook_resid_post."""
     tuned: str | None = None
     """A tuned lens file to use as well (see `arcscope.analysis.lens`)."""
+    average: int = 0
+    """Also average the curve over the N smallest tasks of the source (0: this task only)."""
 
 
 @dataclass

@@ -199,8 +199,50 @@ def run_lens(
                 ),
             )
         )
-    data = {"lens": [r.to_json() for r in results]}
+    data: dict[str, Any] = {"lens": [r.to_json() for r in results]}
     tables = {f"{r.lens}_lens": r.to_table() for r in results}
+    if cfg.average > 0:
+        from arcscope.analysis.lens import logit_lens_tasks
+        from arcscope.tasks import load
+
+        pool = [
+            t
+            for t in load(cfg.tasks)
+            if cfg.test_index < len(t.test) and t.test[cfg.test_index].output is not None
+        ]
+        pool = sorted(pool, key=lambda t: (_task_size(t, cfg.test_index), t.id))[: cfg.average]
+        curve = logit_lens_tasks(
+            loaded,
+            pool,
+            test_index=cfg.test_index,
+            encoder=cfg.encoder,
+            template=cfg.template,
+            layers=layers,
+            sites=cfg.site,
+            on_error="skip",
+            progress=progress,
+        )
+        sections.append(
+            report.section(
+                f"Averaged over {len(curve.task_ids)} tasks",
+                report.line_plot(
+                    curve.layers,
+                    {
+                        "P(correct colour)": curve.mean["colour_prob"],
+                        "top-1 accuracy": curve.mean["accuracy"],
+                        "cells decided": curve.mean["decided"],
+                    },
+                    x_label="layer",
+                    y_label="mean over tasks",
+                    y_range=(0.0, 1.0),
+                ),
+                note="skipped: " + "; ".join(f"{k}: {v}" for k, v in curve.skipped.items())
+                if curve.skipped
+                else "",
+            )
+        )
+        data["curve"] = curve.to_json()
+        tables["curve"] = curve.to_table()
     paths = _finish(cfg, f"Logit lens on {subject.task_id}", header, sections, data, tables)
     return res, paths
 
