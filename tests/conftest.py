@@ -73,52 +73,111 @@ def s3_endpoint():
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A 2-layer Llama (d=32) with the bundled model's real tokenizer, saved as an HF folder."""
+def hand_task(task_id: str, train: list, test: list) -> Task:
+    """A task written out by hand: ``train`` and ``test`` are lists of (input rows, output rows or None)."""
+    from arcscope.tasks import as_grid
+
+    def pair(p):
+        return Pair(as_grid(p[0]), None if p[1] is None else as_grid(p[1]))
+
+    return Task(task_id, tuple(pair(p) for p in train), tuple(pair(p) for p in test))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on tiny
+    tensors extra threads only wait for each other on a small, shared CI machine."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from arcscope.models import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder, safe_serialization=True)
-    load_tokenizer().save_pretrained(folder)
-    return folder
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 TINY_LAYERS, TINY_D, TINY_VOCAB = 3, 32, 101
+ARC_VOCAB = 49152
+"""The bundled (SmolLM2) tokenizer's vocabulary size: a model of it can be given real ARC prompts."""
+
+
+def _lm_classes(family: str):
+    """(config class, model class) of a causal-LM family: llama, qwen2 or mistral."""
+    import transformers
+
+    names = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}[family]
+    return getattr(transformers, f"{names}Config"), getattr(transformers, f"{names}ForCausalLM")
+
+
+def tiny_arc_lm(
+    n_layers: int = 2,
+    family: str = "llama",
+    seed: int = 0,
+    *,
+    init: float = 0.02,
+    max_positions: int = 8192,
+    tie: bool = False,
+):
+    """A seeded tiny causal LM (d=32, 4 heads, 2 KV heads) with the bundled tokenizer's vocabulary, so
+    Subjects and capture jobs can be built for it with the real tokenizer (see ``arc_tokenizer``)."""
+    import torch
+
+    cfg_cls, model_cls = _lm_classes(family)
+    cfg = cfg_cls(
+        vocab_size=ARC_VOCAB,
+        hidden_size=TINY_D,
+        intermediate_size=64,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        initializer_range=init,
+        tie_word_embeddings=tie,
+    )
+    torch.manual_seed(seed)
+    return model_cls(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def arc_tokenizer():
+    """The bundled model's real tokenizer (offline), loaded once."""
+    from arcscope.models import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, arc_tokenizer):
+    """A 2-layer Llama (d=32) with the bundled model's real tokenizer, saved as an HF folder."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_arc_lm(max_positions=4096, tie=True).save_pretrained(folder, safe_serialization=True)
+    arc_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_job(out, model_dir, /, **settings):
+    """A validated prefill capture job: resid_post of every layer at the cells of 3 arc1:evaluation tasks,
+    by the model in ``model_dir``, into ``out``; ``settings`` override any of these."""
+    from arcscope.engine import JobConfig
+
+    base = dict(
+        tasks="arc1:evaluation",
+        model=str(model_dir),
+        hooks=["blocks.*.hook_resid_post"],
+        positions=["cells"],
+        mode="prefill",
+        max_tasks=3,
+        out=str(out),
+        max_batch=2,
+    )
+    return JobConfig(**{**base, **settings}).validate()
 
 
 def tiny_causal_lm(family: str = "llama", dtype=None):
     """A seeded 3-layer, d=32, vocab-101 causal LM of the given family (llama, qwen2, mistral), SDPA attention."""
     import torch
-    from transformers import (
-        LlamaConfig,
-        LlamaForCausalLM,
-        MistralConfig,
-        MistralForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
 
-    cls = {
-        "llama": (LlamaConfig, LlamaForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-        "mistral": (MistralConfig, MistralForCausalLM),
-    }[family]
-    cfg = cls[0](
+    cfg_cls, model_cls = _lm_classes(family)
+    cfg = cfg_cls(
         vocab_size=TINY_VOCAB,
         hidden_size=TINY_D,
         intermediate_size=64,
@@ -133,5 +192,5 @@ def tiny_causal_lm(family: str = "llama", dtype=None):
     )
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    model = cls[1](cfg).eval()
+    model = model_cls(cfg).eval()
     return model.to(dtype) if dtype is not None else model

@@ -20,7 +20,7 @@ from arcscope.analysis.subject import AnalysisError, Metric, Subject
 from arcscope.capture import position_ids_from_mask, resolve_hooks, run_prefill
 from arcscope.capture.attention import Knockout, attention_control
 from arcscope.errors import CaptureError
-from tests.conftest import random_task, tiny_causal_lm
+from tests.conftest import random_task, tiny_arc_lm, tiny_causal_lm, tiny_job
 
 # ---- capture sites -------------------------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ def test_qkvz_sites_are_per_head_and_z_is_the_head_result(family):
 
 
 def test_stores_refuse_pattern_sites(tmp_path, tiny_model_dir):
-    from arcscope.engine import JobConfig, LocalRunner
+    from arcscope.engine import LocalRunner
     from arcscope.models import load_model
 
     model = tiny_causal_lm()
@@ -99,15 +99,7 @@ def test_stores_refuse_pattern_sites(tmp_path, tiny_model_dir):
     assert [s.name for s in resolve_hooks(model, "blocks.0.attn.hook_q", storable=True)] == [
         "blocks.0.attn.hook_q"
     ]
-    cfg = JobConfig(
-        tasks="arc1:evaluation",
-        model=str(tiny_model_dir),
-        hooks=["blocks.1.attn.hook_pattern"],
-        positions=["cells"],
-        mode="prefill",
-        max_tasks=1,
-        out=str(tmp_path / "store"),
-    ).validate()
+    cfg = tiny_job(tmp_path / "store", tiny_model_dir, hooks=["blocks.1.attn.hook_pattern"], max_tasks=1)
     loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
     with pytest.raises(CaptureError, match="blocks.1.attn.hook_pattern"):
         LocalRunner(cfg, loaded=loaded).run()
@@ -118,24 +110,9 @@ def test_stores_refuse_pattern_sites(tmp_path, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def subject() -> Subject:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from arcscope.models import load_tokenizer
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+def subject(arc_tokenizer) -> Subject:
     task = random_task("att", seed=1, n_train=2, size=(3, 3))
-    return Subject.from_task(model, task, tokenizer=load_tokenizer())
+    return Subject.from_task(tiny_arc_lm(3), task, tokenizer=arc_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,7 @@ OFFSET = 20  # tokens from a test input cell to the position predicting the same
 METRIC = Metric("logit_diff", cells=CELL)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: extra threads only wait for each other on a small CI machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from arcscope.models import load_tokenizer
-
-    return load_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +32,15 @@ def task() -> Task:
 
 
 @pytest.fixture(scope="module")
-def model(tokenizer):
-    return copy_model(tokenizer, layer=LAYER, head=HEAD, n_layers=N_LAYERS, n_heads=N_HEADS, offset=OFFSET)
+def model(arc_tokenizer):
+    return copy_model(
+        arc_tokenizer, layer=LAYER, head=HEAD, n_layers=N_LAYERS, n_heads=N_HEADS, offset=OFFSET
+    )
 
 
 @pytest.fixture(scope="module")
-def subject(model, tokenizer, task) -> Subject:
-    s = Subject.from_task(model, task, tokenizer=tokenizer)
+def subject(model, arc_tokenizer, task) -> Subject:
+    s = Subject.from_task(model, task, tokenizer=arc_tokenizer)
     assert copy_offset(s) == OFFSET  # the prompt layout the copy head was built for
     return s
 
@@ -268,10 +257,12 @@ def test_attribution_patching_ranks_the_source_cell_and_the_copy_head_first(subj
 
 
 @pytest.mark.parametrize("layer, head", [(0, 3), (2, 1)])
-def test_every_analysis_follows_the_circuit_where_it_is_planted(tokenizer, task, layer, head):
+def test_every_analysis_follows_the_circuit_where_it_is_planted(arc_tokenizer, task, layer, head):
     # guards against axes mixed up (layer-major vs head-major) or a result that happens to fit (1, 2)
-    model = copy_model(tokenizer, layer=layer, head=head, n_layers=N_LAYERS, n_heads=N_HEADS, offset=OFFSET)
-    clean = Subject.from_task(model, task, tokenizer=tokenizer)
+    model = copy_model(
+        arc_tokenizer, layer=layer, head=head, n_layers=N_LAYERS, n_heads=N_HEADS, offset=OFFSET
+    )
+    clean = Subject.from_task(model, task, tokenizer=arc_tokenizer)
     bad = clean.with_task(corrupt(task, f"cell:{CELL[0]},{CELL[1]}={NEW_COLOUR}"))
     q, src = query_position(clean), source_position(clean, *CELL)
     att = attention_to_grids(clean, cells=CELL).weights[:, :, 0]

@@ -27,42 +27,14 @@ from arcscope.analysis.lens import (
 )
 from arcscope.analysis.subject import Metric, Subject
 from arcscope.capture import capture
-from tests.conftest import TINY_LAYERS, random_task, tiny_causal_lm
+from tests.conftest import TINY_LAYERS, random_task, tiny_arc_lm, tiny_causal_lm, tiny_job
 
 N_LAYERS = 3
 
 
 @pytest.fixture(scope="module")
-def tok():
-    from arcscope.models import load_tokenizer
-
-    return load_tokenizer()
-
-
-def real_vocab_lm(family: str = "llama", layers: int = N_LAYERS, init: float = 0.02):
-    """A seeded tiny causal LM with the bundled tokenizer's vocabulary, so Subjects can be built for it."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[
-        family
-    ]
-    torch.manual_seed(0)
-    cfg = cfg_cls(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        initializer_range=init,
-    )
-    return model_cls(cfg).eval()
-
-
-@pytest.fixture(scope="module")
 def llama():
-    return real_vocab_lm("llama", init=0.1)
+    return tiny_arc_lm(N_LAYERS, init=0.1)
 
 
 def subject(model, tok, seed: int = 1, size=(3, 3)) -> Subject:
@@ -73,9 +45,9 @@ def subject(model, tok, seed: int = 1, size=(3, 3)) -> Subject:
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_last_layer_is_the_models_logits(family, tok):
-    model = real_vocab_lm(family)
-    s = subject(model, tok)
+def test_last_layer_is_the_models_logits(family, arc_tokenizer):
+    model = tiny_arc_lm(N_LAYERS, family)
+    s = subject(model, arc_tokenizer)
     with torch.no_grad():
         ref = s.logits()[0]  # [K, V] the model's own logits at the predicting positions
     last = f"blocks.{N_LAYERS - 1}.hook_resid_post"
@@ -113,8 +85,8 @@ def test_last_layer_is_the_models_logits_at_every_position(family, dtype):
 # ---- values ---------------------------------------------------------------------------------------------
 
 
-def test_ranks_and_probabilities_agree(llama, tok):
-    res = logit_lens(subject(llama, tok, seed=2, size=(4, 5)))
+def test_ranks_and_probabilities_agree(llama, arc_tokenizer):
+    res = logit_lens(subject(llama, arc_tokenizer, seed=2, size=(4, 5)))
     n_l, n_k = res.rank.shape
     assert (n_l, n_k) == (N_LAYERS, 20) and res.colour_probs.shape == (N_LAYERS, 20, 10)
     np.testing.assert_allclose(res.colour_probs.sum(-1), 1.0, atol=1e-6)
@@ -149,8 +121,8 @@ def test_decided_index_on_constructed_rows():
     assert decided_index(np.zeros((0, 2), dtype=bool)).tolist() == [NEVER, NEVER]
 
 
-def test_decided_layer_grid(llama, tok):
-    res = logit_lens(subject(llama, tok), layers=[0, 2])
+def test_decided_layer_grid(llama, arc_tokenizer):
+    res = logit_lens(subject(llama, arc_tokenizer), layers=[0, 2])
     assert res.layers.tolist() == [0, 2]
     # a constructed picture: cell 0 right everywhere, cell 1 right only at the end, cell 2 wrong at the end
     pick = np.tile(res.colour, (2, 1))
@@ -170,20 +142,20 @@ def test_decided_layer_grid(llama, tok):
     assert made.decided_hook[0] == "blocks.2.hook_resid_post" and made.decided_hook[1] is None
 
 
-def test_a_model_whose_layers_write_nothing_is_decided_at_layer_zero_or_never(tok):
-    model = real_vocab_lm("llama", init=0.1)
+def test_a_model_whose_layers_write_nothing_is_decided_at_layer_zero_or_never(arc_tokenizer):
+    model = tiny_arc_lm(N_LAYERS, init=0.1)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
-    res = logit_lens(subject(model, tok))
+    res = logit_lens(subject(model, arc_tokenizer))
     # the residual stream is the embedding at every layer: every lens row reads the same
     assert all(np.array_equal(res.logprob[0], res.logprob[i]) for i in range(N_LAYERS))
     assert np.array_equal(res.decided, np.where(res.correct[0], 0, NEVER))
 
 
-def test_sites_in_residual_order_and_resid_pre_is_the_previous_resid_post(llama, tok):
-    s = subject(llama, tok)
+def test_sites_in_residual_order_and_resid_pre_is_the_previous_resid_post(llama, arc_tokenizer):
+    s = subject(llama, arc_tokenizer)
     res = logit_lens(s, layers=[0, 1], sites=["resid_post", "hook_resid_pre", "resid_mid"])
     assert res.hooks == [
         f"blocks.{i}.{h}" for i in (0, 1) for h in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
@@ -193,15 +165,15 @@ def test_sites_in_residual_order_and_resid_pre_is_the_previous_resid_post(llama,
     assert not np.array_equal(res.logprob[0], res.logprob[1])
 
 
-def test_batches_do_not_change_the_numbers(llama, tok):
-    s = subject(llama, tok, seed=3, size=(4, 4))
+def test_batches_do_not_change_the_numbers(llama, arc_tokenizer):
+    s = subject(llama, arc_tokenizer, seed=3, size=(4, 4))
     a, b = logit_lens(s), logit_lens(s, batch=3)
     np.testing.assert_allclose(a.logprob, b.logprob, rtol=0, atol=1e-5)
     assert np.array_equal(a.pick, b.pick) and b.settings["batch"] == 3
 
 
-def test_table_and_json(llama, tok):
-    res = logit_lens(subject(llama, tok))
+def test_table_and_json(llama, arc_tokenizer):
+    res = logit_lens(subject(llama, arc_tokenizer))
     t = res.to_table()
     assert t.num_rows == N_LAYERS * 9
     for c in ("task_id", "hook", "layer", "site", "row", "col", "colour", "pick", "rank", "prob", "decided"):
@@ -219,9 +191,9 @@ def test_table_and_json(llama, tok):
 # ---- curves over tasks ----------------------------------------------------------------------------------
 
 
-def test_curve_over_tasks_and_cells(llama, tok):
-    a = logit_lens(subject(llama, tok, seed=1, size=(2, 2)))
-    b = logit_lens(subject(llama, tok, seed=2, size=(3, 3)))
+def test_curve_over_tasks_and_cells(llama, arc_tokenizer):
+    a = logit_lens(subject(llama, arc_tokenizer, seed=1, size=(2, 2)))
+    b = logit_lens(subject(llama, arc_tokenizer, seed=2, size=(3, 3)))
     by_task = lens_curve([a, b])
     np.testing.assert_allclose(by_task.mean["prob"], (a.curve()["prob"] + b.curve()["prob"]) / 2)
     by_cell = lens_curve([a, b], weight="cells")
@@ -232,25 +204,25 @@ def test_curve_over_tasks_and_cells(llama, tok):
     assert t.num_rows == 3 * N_LAYERS and t["task_id"].to_pylist()[:N_LAYERS] == [None] * N_LAYERS
     json.dumps(by_task.to_json(), allow_nan=False)
     with pytest.raises(LensError, match="differs from task t1"):
-        lens_curve([a, logit_lens(subject(llama, tok, seed=2), layers=[0])])
+        lens_curve([a, logit_lens(subject(llama, arc_tokenizer, seed=2), layers=[0])])
 
 
-def test_lens_over_tasks_skips_what_it_cannot_analyse(llama, tok):
+def test_lens_over_tasks_skips_what_it_cannot_analyse(llama, arc_tokenizer):
     tasks = [random_task("a", seed=1, size=(2, 2)), random_task("b", seed=2, size=(2, 3))]
     tasks.append(random_task("no-answer", seed=3, test_outputs=False))
-    curve = logit_lens_tasks(llama, tasks, tokenizer=tok, layers=[0, -1], on_error="skip")
+    curve = logit_lens_tasks(llama, tasks, tokenizer=arc_tokenizer, layers=[0, -1], on_error="skip")
     assert curve.task_ids == ["a", "b"] and list(curve.skipped) == ["no-answer"]
     assert curve.hooks == ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
     assert len(curve.results) == 2
     with pytest.raises(AnalysisError, match="no known answer"):
-        logit_lens_tasks(llama, tasks, tokenizer=tok)
+        logit_lens_tasks(llama, tasks, tokenizer=arc_tokenizer)
 
 
 # ---- the tuned lens -------------------------------------------------------------------------------------
 
 
-def test_tuned_lens_at_initialisation_is_the_logit_lens(llama, tok):
-    s = subject(llama, tok)
+def test_tuned_lens_at_initialisation_is_the_logit_lens(llama, arc_tokenizer):
+    s = subject(llama, arc_tokenizer)
     plain = logit_lens(s, sites=["resid_pre", "resid_post"])
     tuned = logit_lens(
         s,
@@ -262,8 +234,8 @@ def test_tuned_lens_at_initialisation_is_the_logit_lens(llama, tok):
         assert np.array_equal(getattr(plain, k), getattr(tuned, k)), k
 
 
-def test_tuned_lens_from_subjects_lowers_held_out_kl_and_round_trips(llama, tok, tmp_path):
-    subjects = [subject(llama, tok, seed=i) for i in range(4)]
+def test_tuned_lens_from_subjects_lowers_held_out_kl_and_round_trips(llama, arc_tokenizer, tmp_path):
+    subjects = [subject(llama, arc_tokenizer, seed=i) for i in range(4)]
     lens = train_tuned_lens(None, subjects, steps=15, batch_size=32, lr=1e-2, max_rows=300, seed=0)
     fit = lens.fit
     assert fit.hooks == [f"blocks.{i}.hook_resid_post" for i in range(N_LAYERS)]
@@ -295,23 +267,13 @@ def test_tuned_lens_from_subjects_lowers_held_out_kl_and_round_trips(llama, tok,
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory, tiny_model_dir):
-    from arcscope.engine import JobConfig, run_job
+    from arcscope.engine import run_job
     from arcscope.models import load_model
     from arcscope.store import open_store
 
     out = tmp_path_factory.mktemp("lens-store") / "store"
-    cfg = JobConfig(
-        tasks="arc1:evaluation",
-        model=str(tiny_model_dir),
-        hooks=["blocks.*.hook_resid_post"],
-        positions=["cells"],
-        mode="prefill",
-        max_tasks=3,
-        out=str(out),
-        max_batch=2,
-    ).validate()
     loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
-    run_job(cfg, loaded=loaded)
+    run_job(tiny_job(out, tiny_model_dir), loaded=loaded)
     return open_store(out), loaded
 
 
@@ -332,16 +294,16 @@ def test_tuned_lens_from_a_store(captured):
     with pytest.raises(LensError, match="needs the model"):
         train_tuned_lens(None, store)
     with pytest.raises(LensError, match="captured from a model with n_layers=2"):
-        train_tuned_lens(real_vocab_lm("llama", layers=3), store)
+        train_tuned_lens(tiny_arc_lm(3), store)
 
 
 # ---- errors ---------------------------------------------------------------------------------------------
 
 
-def test_clear_errors(llama, tok, tmp_path):
+def test_clear_errors(llama, arc_tokenizer, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    s = subject(llama, tok)
+    s = subject(llama, arc_tokenizer)
     with pytest.raises(LensError, match=r"layer 3 is out of range: the model \(llama\) has 3 layers"):
         logit_lens(s, layers=[0, 3])
     with pytest.raises(LensError, match="layer -4 is out of range"):
@@ -358,7 +320,7 @@ def test_clear_errors(llama, tok, tmp_path):
     partial = TunedLens.identity(llama, layers=[0])
     with pytest.raises(LensError, match="no map for blocks.1.hook_resid_post"):
         logit_lens(s, tuned=partial)
-    other = TunedLens.identity(real_vocab_lm("llama", layers=2))
+    other = TunedLens.identity(tiny_arc_lm(2))
     with pytest.raises(LensError, match="n_layers=2"):
         logit_lens(s, tuned=other)
     with pytest.raises(LensError, match="no tuned lens file"):

@@ -30,18 +30,13 @@ from arcscope.analysis.vectors import (
     save_vector,
 )
 from arcscope.store import StoreWriter, open_store
+from tests.conftest import tiny_job
 
 D, N_TASKS, PER_TASK, K = 24, 8, 250, 4
 H0, H1 = "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: extra threads only wait for each other on a small CI machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _index(task: np.ndarray, rng: np.random.Generator, **extra) -> dict:
@@ -200,23 +195,12 @@ def test_probe_result_finds_hooks_by_name_or_layer(planted):
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory, tiny_model_dir):
-    from arcscope.engine import JobConfig, run_job
+    from arcscope.engine import run_job
     from arcscope.models import load_model
 
     out = tmp_path_factory.mktemp("captured") / "store"
-    cfg = JobConfig(
-        tasks="arc1:evaluation",
-        model=str(tiny_model_dir),
-        hooks=["blocks.*.hook_resid_post"],
-        positions=["cells"],
-        mode="prefill",
-        max_tasks=3,
-        augmentations=2,
-        out=str(out),
-        max_batch=2,
-    ).validate()
     loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
-    run_job(cfg, loaded=loaded)
+    run_job(tiny_job(out, tiny_model_dir, augmentations=2), loaded=loaded)
     return open_store(out), loaded.tokenizer
 
 

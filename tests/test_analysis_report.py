@@ -35,8 +35,9 @@ from arcscope.analysis.report import (
     write_report,
 )
 from arcscope.files import is_leftover
-from arcscope.tasks import Pair, Task, as_grid
+from arcscope.tasks import as_grid
 from tests.browser import dump_dom
+from tests.conftest import hand_task, tiny_arc_lm
 
 EVIL = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
 
@@ -489,33 +490,17 @@ def test_page_is_self_contained_and_escapes_untrusted_text():
 
 
 @pytest.fixture(scope="module")
-def subject():
+def subject(arc_tokenizer):
     """A teacher-forced subject on a tiny random Llama with the real tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from arcscope.models import load_tokenizer
-
-    cfg = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
-    g = as_grid
-    task = Task(
+    task = hand_task(
         EVIL,
         train=[
-            Pair(g([[1, 2, 0], [3, 4, 0]]), g([[4, 3], [2, 1], [0, 0]])),
-            Pair(g([[5, 6], [7, 8]]), g([[8, 7], [6, 5]])),
+            ([[1, 2, 0], [3, 4, 0]], [[4, 3], [2, 1], [0, 0]]),
+            ([[5, 6], [7, 8]], [[8, 7], [6, 5]]),
         ],
-        test=[Pair(g([[2, 2, 1], [3, 1, 0], [0, 0, 9]]), g([[1, 3, 0], [2, 2, 0], [9, 0, 0]]))],
+        test=[([[2, 2, 1], [3, 1, 0], [0, 0, 9]], [[1, 3, 0], [2, 2, 0], [9, 0, 0]])],
     )
-    return Subject.from_task(model, task, tokenizer=load_tokenizer())
+    return Subject.from_task(tiny_arc_lm(max_positions=4096), task, tokenizer=arc_tokenizer)
 
 
 class _Dom(HTMLParser):

@@ -9,37 +9,17 @@ import torch
 
 from arcscope.analysis import AnalysisError, Subject
 from arcscope.analysis.steering import dose_response, steer_positions
-from arcscope.tasks import Pair, Task, as_grid
+from tests.conftest import hand_task, tiny_arc_lm
 
 
 @pytest.fixture(scope="module")
-def subject():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from arcscope.models import load_tokenizer
-
-    tok = load_tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
-    g = lambda rows: as_grid(rows)  # noqa: E731
-    task = Task(
+def subject(arc_tokenizer):
+    task = hand_task(
         "steer",
-        train=[
-            Pair(g([[1, 2], [3, 4]]), g([[4, 3], [2, 1]])),
-            Pair(g([[5, 6], [7, 8]]), g([[8, 7], [6, 5]])),
-        ],
-        test=[Pair(g([[2, 2], [3, 1]]), g([[1, 3], [2, 2]]))],
+        train=[([[1, 2], [3, 4]], [[4, 3], [2, 1]]), ([[5, 6], [7, 8]], [[8, 7], [6, 5]])],
+        test=[([[2, 2], [3, 1]], [[1, 3], [2, 2]])],
     )
-    return Subject.from_task(model, task, tokenizer=tok)
+    return Subject.from_task(tiny_arc_lm(max_positions=4096), task, tokenizer=arc_tokenizer)
 
 
 def test_dose_zero_is_the_unsteered_model(subject):

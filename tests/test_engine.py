@@ -19,6 +19,7 @@ from arcscope.engine.job import split_hooks
 from arcscope.errors import StoreError
 from arcscope.models import load_model
 from arcscope.store import open_store
+from tests.conftest import tiny_job
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +28,7 @@ def tiny(tiny_model_dir):
 
 
 def job(tmp_path, tiny_model_dir, **kw) -> JobConfig:
-    base = dict(
-        tasks="arc1:evaluation",
-        model=str(tiny_model_dir),
-        hooks=["blocks.*.hook_resid_post"],
-        positions=["cells"],
-        mode="prefill",
-        max_tasks=3,
-        out=str(tmp_path / "store"),
-        max_batch=2,
-    )
-    base.update(kw)
-    return JobConfig(**base).validate()
+    return tiny_job(tmp_path / "store", tiny_model_dir, **kw)
 
 
 def test_split_hooks_keeps_braces():

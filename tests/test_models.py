@@ -4,29 +4,17 @@ import os
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from arcscope.errors import ModelError
 from arcscope.models import load_model, pick_dtype, resolve_model_path
+from tests.conftest import tiny_arc_lm
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from arcscope.models.loading import load_tokenizer
-
+def tiny_folder(tmp_path_factory, arc_tokenizer):
     folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder, safe_serialization=True)
-    load_tokenizer().save_pretrained(folder)
+    tiny_arc_lm(max_positions=256).save_pretrained(folder, safe_serialization=True)
+    arc_tokenizer.save_pretrained(folder)
     return folder
 
 

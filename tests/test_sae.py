@@ -26,13 +26,7 @@ from arcscope.store import StoreWriter, open_store
 D, M, ACTIVE = 32, 64, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with two threads on a busy 2-core machine every op waits for the other thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _index(n: int) -> dict:

@@ -21,37 +21,23 @@ from arcscope.sae.features import GridLookup, latent_stats, rank_latents
 from arcscope.store import StoreWriter, open_store
 from arcscope.tasks import load
 from tests.browser import dump_dom
+from tests.conftest import tiny_job
 
 HOOK = "blocks.1.hook_resid_post"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_model_dir):
     """The shared tiny Llama (tests/conftest.py) and a store of its cell activations on 3 tasks."""
-    from arcscope.engine import JobConfig, LocalRunner
+    from arcscope.engine import LocalRunner
     from arcscope.models import load_model
 
     root = tmp_path_factory.mktemp("sae-tiny")
     loaded = load_model(tiny_model_dir, device="cpu", dtype="float32")
-    job = JobConfig(
-        tasks="arc1:evaluation",
-        model=str(tiny_model_dir),
-        hooks=[HOOK],
-        positions=["cells"],
-        mode="prefill",
-        max_tasks=3,
-        out=str(root / "store"),
-        max_batch=2,
-        shard_rows=128,
-    ).validate()
+    job = tiny_job(root / "store", tiny_model_dir, hooks=[HOOK], shard_rows=128)
     # three tasks, not the whole split: planning tokenizes every task it is given
     LocalRunner(job, loaded=loaded, tasks=load("arc1:evaluation", limit=3)).run()
     return root, loaded

@@ -9,6 +9,7 @@ writer uses it.
     with atomic_open(path, "w") as f:     a file on a temporary name, renamed into place on success
     with atomic_path(path) as tmp:        a temporary path for libraries that write by file name
     with replace_dir(path) as tmp:        a temporary folder that takes the place of the folder ``path``
+    save_tensor_file / load_tensor_file   one safetensors file with a JSON header (format-versioned)
 """
 
 from __future__ import annotations
@@ -332,6 +333,66 @@ def atomic_write_json(
     atomic_write_text(path, text, storage_options=storage_options, fs=fs, fsync=fsync)
 
 
+def save_tensor_file(
+    path: PathArg,
+    tensors: dict[str, Any],
+    key: str,
+    info: dict[str, Any],
+    *,
+    what: str,
+    error: type[Exception] = ArcscopeError,
+) -> str:
+    """Write ``tensors`` as one safetensors file with ``info`` as JSON under the header metadata ``key``,
+    atomically; return the path. ``what`` names the object in messages, ``error`` is what they raise."""
+    from safetensors.torch import save_file
+
+    try:
+        text = json.dumps(info, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise error(f"{os.fspath(path)}: the {what}'s settings are not plain JSON ({e})") from e
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", key: text})
+    return os.fspath(path)
+
+
+def load_tensor_file(
+    path: PathArg,
+    key: str,
+    version: int,
+    *,
+    what: str,
+    error: type[Exception] = ArcscopeError,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by :func:`save_tensor_file`: (its JSON ``info``, its tensors). Raises ``error``
+    naming the file for a missing or unreadable file, no ``key`` metadata, bad JSON, or a ``format_version``
+    newer than ``version``."""
+    from safetensors import SafetensorError, safe_open
+
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise error(f"{where}: no {what} file here")
+    try:
+        with safe_open(where, framework="pt") as f:
+            meta = f.metadata() or {}
+            if key not in meta:
+                raise error(f"{where}: not an arcscope {what} (no {key} metadata)")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except SafetensorError as e:
+        raise error(f"{where}: not a readable safetensors file ({e})") from e
+    try:
+        info = json.loads(meta[key])
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        found = int(info.get("format_version", 0))
+    except (TypeError, ValueError) as e:
+        raise error(f"{where}: the {what}'s metadata is malformed ({e})") from e
+    if found > version:
+        raise error(
+            f"{where}: {what} format v{found} is newer than this arcscope reads (v{version}); upgrade arcscope"
+        )
+    return info, tensors
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths atomically; False where the system or file system cannot."""
     fn = getattr(_libc(), "renameat2", None)
@@ -435,7 +496,9 @@ __all__ = [
     "atomic_write_text",
     "hold",
     "is_leftover",
+    "load_tensor_file",
     "remove_leftovers",
     "replace_dir",
+    "save_tensor_file",
     "temp_name",
 ]

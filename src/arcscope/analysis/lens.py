@@ -27,7 +27,6 @@ results.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re
@@ -912,9 +911,7 @@ class TunedLens:
     def save(self, path: str | os.PathLike) -> str:
         """Write the lens as one safetensors file (``<hook>.weight``, ``<hook>.bias``; model, config and fit as
         JSON in the header's metadata), atomically; return the path."""
-        from safetensors.torch import save_file
-
-        from arcscope.files import atomic_path
+        from arcscope.files import save_tensor_file
 
         info = {
             "format": FORMAT,
@@ -924,47 +921,27 @@ class TunedLens:
             "config": _plain(self.config),
             "fit": None if self.fit is None else self.fit.to_json(),
         }
-        try:
-            text = json.dumps(info, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise LensError(f"{os.fspath(path)}: the tuned lens's settings are not plain JSON ({e})") from e
         tensors: dict[str, torch.Tensor] = {}
         for h in self.hooks:
             tensors[f"{h}.weight"] = self.weight[h].detach().to("cpu", torch.float32).contiguous()
             tensors[f"{h}.bias"] = self.bias[h].detach().to("cpu", torch.float32).contiguous()
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: text})
-        self.path = os.fspath(path)
+        self.path = save_tensor_file(path, tensors, FORMAT, info, what="tuned lens", error=LensError)
         return self.path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TunedLens:
         """Read a lens written by :meth:`save`."""
-        from safetensors import SafetensorError, safe_open
+        from arcscope.files import load_tensor_file
 
         where = os.fspath(path)
-        if not os.path.isfile(where):
-            raise LensError(f"{where}: no tuned lens file here")
+        info, tensors = load_tensor_file(where, FORMAT, FORMAT_VERSION, what="tuned lens", error=LensError)
+        weight, bias = {}, {}
         try:
-            with safe_open(where, framework="pt") as f:
-                meta = f.metadata() or {}
-                if FORMAT not in meta:
-                    raise LensError(f"{where}: not an arcscope tuned lens (no {FORMAT} metadata)")
-                info = json.loads(meta[FORMAT])
-                if int(info.get("format_version", 0)) > FORMAT_VERSION:
-                    raise LensError(
-                        f"{where}: tuned lens format v{info['format_version']} is newer than this arcscope "
-                        f"reads (v{FORMAT_VERSION}); upgrade arcscope"
-                    )
-                keys = set(f.keys())
-                weight, bias = {}, {}
-                for h in info["hooks"]:
-                    if f"{h}.weight" not in keys or f"{h}.bias" not in keys:
-                        raise LensError(f"{where}: the tuned lens lists {h} but holds no map for it")
-                    weight[h], bias[h] = f.get_tensor(f"{h}.weight"), f.get_tensor(f"{h}.bias")
-        except SafetensorError as e:
-            raise LensError(f"{where}: not a readable safetensors file ({e})") from e
-        except (ValueError, KeyError, TypeError) as e:
+            for h in info["hooks"]:
+                if f"{h}.weight" not in tensors or f"{h}.bias" not in tensors:
+                    raise LensError(f"{where}: the tuned lens lists {h} but holds no map for it")
+                weight[h], bias[h] = tensors[f"{h}.weight"], tensors[f"{h}.bias"]
+        except (KeyError, TypeError) as e:
             raise LensError(f"{where}: the tuned lens's metadata is malformed ({e})") from e
         fit = info.get("fit")
         return cls(

@@ -131,36 +131,7 @@ def _ints(col: pa.ChunkedArray | pa.Array, fill: int = -1) -> np.ndarray:
 def cell_colours(index: pa.Table, grids: TaskGrids, *, output: bool = False) -> np.ndarray:
     """Per index row, the colour of its cell (``output``: of the same cell of its pair's output grid), or -1
     where unknown (not a cell, no such grid, outside it)."""
-    n = index.num_rows
-    out = np.full(n, -1, dtype=np.int16)
-    if n == 0:
-        return out
-    row, col = _ints(index["row"]), _ints(index["col"])
-    key = pc.binary_join_element_wise(
-        pc.fill_null(index["task_id"], ""),
-        pc.fill_null(index["augmentation"], "id"),
-        pc.fill_null(index["role"], "none"),
-        pc.fill_null(index["pair"].cast(pa.string()), "-1"),
-        "\x1f",
-    )
-    enc = pc.dictionary_encode(key).combine_chunks()
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(enc.dictionary) + 1))
-    for g, k in enumerate(enc.dictionary.to_pylist()):
-        rows_g = order[bounds[g] : bounds[g + 1]]
-        rows_g = rows_g[(row[rows_g] >= 0) & (col[rows_g] >= 0)]
-        if not len(rows_g):
-            continue
-        task_id, aug, role, pair = k.split("\x1f")
-        grid = grids.grid(task_id, aug, role, int(pair), output=output)
-        if grid is None:
-            continue
-        h, w = grid.shape
-        rr, cc = row[rows_g], col[rows_g]
-        ok = (rr < h) & (cc < w)
-        out[rows_g[ok]] = grid[rr[ok], cc[ok]]
-    return out
+    return grids.cells(index, output=output)[0]
 
 
 @dataclass

@@ -1034,18 +1034,7 @@ REPORT_JS = (
   // Heat cells of an h x w grid (row-major values, null = none) on a canvas of drawGrid's geometry, so it
   // can lie exactly over the grid; cells without a value stay transparent.
   function drawHeat(vals, h, w, target, sc) {
-    const cs = gridCellSize(h, w, target);
-    const gap = cs >= 6 ? 1 : 0;
-    const W = w * cs + gap, H = h * cs + gap;
-    const dpr = window.devicePixelRatio || 1;
-    const cv = document.createElement("canvas");
-    cv.width = Math.round(W * dpr);
-    cv.height = Math.round(H * dpr);
-    cv.style.width = W + "px";
-    cv.style.height = H + "px";
-    cv.className = "grid heat";
-    const ctx = cv.getContext("2d");
-    if (ctx) ctx.scale(dpr, dpr);
+    const {cv, ctx, cs, gap} = gridCanvas(h, w, target, "grid heat");
     let n = 0;
     for (let r = 0; r < h; r++) {
       for (let c = 0; c < w; c++) {
@@ -1084,8 +1073,7 @@ REPORT_JS = (
   }
   // Outline cells (elements over the canvas, one per cell, as the viewer marks wrong cells).
   function outline(wrap, cells, h, w, target, cls, tip) {
-    const cs = gridCellSize(h, w, target);
-    const gap = cs >= 6 ? 1 : 0;
+    const {cs, gap} = gridGeometry(h, w, target);
     cells.forEach(function (rc) {
       const m = el("i", cls);
       m.style.left = rc[1] * cs + "px";

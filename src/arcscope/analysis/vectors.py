@@ -13,7 +13,6 @@ metadata carries the rest as JSON (no pickle); :func:`load_vector` reads it back
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -277,9 +276,7 @@ def sae_direction(
 def save_vector(vec: SteeringVector, path: str | os.PathLike) -> str:
     """Write ``vec`` as a safetensors file (tensor ``vector``; hook, description, kind and meta as JSON in
     the header's metadata), atomically; return the path."""
-    from safetensors.torch import save_file
-
-    from arcscope.files import atomic_path
+    from arcscope.files import save_tensor_file
 
     info = {
         "format": FORMAT,
@@ -290,44 +287,23 @@ def save_vector(vec: SteeringVector, path: str | os.PathLike) -> str:
         "norm": vec.norm,
         "meta": _plain(vec.meta),
     }
-    try:
-        text = json.dumps(info, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise SteeringError(f"{os.fspath(path)}: the vector's meta is not plain JSON ({e})") from e
-    with atomic_path(path) as tmp:
-        save_file({"vector": vec.vector}, str(tmp), metadata={"format": "pt", FORMAT: text})
-    return os.fspath(path)
+    return save_tensor_file(
+        path, {"vector": vec.vector}, FORMAT, info, what="steering vector", error=SteeringError
+    )
 
 
 def load_vector(path: str | os.PathLike) -> SteeringVector:
     """Read a vector written by :func:`save_vector`."""
-    from safetensors import SafetensorError, safe_open
+    from arcscope.files import load_tensor_file
 
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise SteeringError(f"{where}: no steering vector file here")
-    try:
-        with safe_open(where, framework="pt") as f:
-            meta = f.metadata() or {}
-            if FORMAT not in meta or "vector" not in f.keys():
-                raise SteeringError(
-                    f"{where}: not an arcscope steering vector (no {FORMAT} metadata or no vector)"
-                )
-            vector = f.get_tensor("vector")
-    except SafetensorError as e:
-        raise SteeringError(f"{where}: not a readable safetensors file ({e})") from e
-    try:
-        info = json.loads(meta[FORMAT])
-    except ValueError as e:
-        raise SteeringError(f"{where}: the steering vector's metadata is not JSON ({e})") from e
-    if int(info.get("format_version", 0)) > FORMAT_VERSION:
-        raise SteeringError(
-            f"{where}: steering vector format v{info['format_version']} is newer than this arcscope reads "
-            f"(v{FORMAT_VERSION}); upgrade arcscope"
-        )
+    info, tensors = load_tensor_file(
+        path, FORMAT, FORMAT_VERSION, what="steering vector", error=SteeringError
+    )
+    if "vector" not in tensors:
+        raise SteeringError(f"{os.fspath(path)}: not an arcscope steering vector (it holds no vector)")
     return SteeringVector(
         str(info["hook"]),
-        vector,
+        tensors["vector"],
         str(info.get("description", "")),
         str(info.get("kind", "custom")),
         dict(info.get("meta") or {}),

@@ -120,24 +120,34 @@ GRID_JS = (
 function gridCellSize(h, w, target) {
   return Math.max(3, Math.min(20, Math.floor(target / Math.max(h, w))));
 }
+// The geometry of an h x w grid drawn about target px wide: cell size, gap between cells, canvas size.
+function gridGeometry(h, w, target) {
+  const cs = gridCellSize(h, w, target);
+  const gap = cs >= 6 ? 1 : 0;
+  return {cs: cs, gap: gap, W: w * cs + gap, H: h * cs + gap};
+}
+// A new canvas for an h x w grid at the screen's pixel ratio, its 2-d context (null where there is none)
+// already scaled to CSS pixels, and the geometry: every grid picture (cells, heat, marks) lines up with it.
+function gridCanvas(h, w, target, className) {
+  const g = gridGeometry(h, w, target);
+  const dpr = window.devicePixelRatio || 1;
+  const cv = document.createElement("canvas");
+  cv.width = Math.round(g.W * dpr);
+  cv.height = Math.round(g.H * dpr);
+  cv.style.width = g.W + "px";
+  cv.style.height = g.H + "px";
+  cv.className = className;
+  const ctx = cv.getContext("2d");
+  if (ctx) ctx.scale(dpr, dpr);
+  return {cv: cv, ctx: ctx, cs: g.cs, gap: g.gap, W: g.W, H: g.H};
+}
 // Draw a grid encoded as rows of digits joined by "|" into a new canvas; the data-* attributes let tests
 // and other scripts see what was drawn without reading pixels.
 function drawGrid(text, target) {
   const rows = text.split("|");
   const h = rows.length, w = rows[0].length;
-  const cs = gridCellSize(h, w, target || 150);
-  const gap = cs >= 6 ? 1 : 0;
-  const W = w * cs + gap, H = h * cs + gap;
-  const dpr = window.devicePixelRatio || 1;
-  const cv = document.createElement("canvas");
-  cv.width = Math.round(W * dpr);
-  cv.height = Math.round(H * dpr);
-  cv.style.width = W + "px";
-  cv.style.height = H + "px";
-  cv.className = "grid";
-  const ctx = cv.getContext("2d");
+  const {cv, ctx, cs, gap, W, H} = gridCanvas(h, w, target || 150, "grid");
   if (ctx) {
-    ctx.scale(dpr, dpr);
     ctx.fillStyle = "#555";
     ctx.fillRect(0, 0, W, H);
     for (let r = 0; r < h; r++) {
@@ -159,7 +169,8 @@ function drawGrid(text, target) {
 }
 """
 )
-"""JS defining ``ARC_PALETTE`` and ``drawGrid(text, target) -> HTMLCanvasElement`` for encoded grids."""
+"""JS defining ``ARC_PALETTE``, ``drawGrid(text, target) -> HTMLCanvasElement`` for encoded grids, and the
+geometry under it (``gridCellSize``, ``gridGeometry``, ``gridCanvas``) for scripts that draw over grids."""
 
 
 def page(

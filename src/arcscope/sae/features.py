@@ -67,42 +67,26 @@ def row_info(store: Any, lookup: GridLookup | None) -> RowInfo:
     n = idx.num_rows
     role = np.asarray(idx["role"].to_numpy(zero_copy_only=False)).astype(str)
     row = idx["row"].to_numpy().astype(np.int64)
-    col = idx["col"].to_numpy().astype(np.int64)
     key = pc.binary_join_element_wise(
         idx["sample"].cast(pa.string()), idx["role"], idx["pair"].cast(pa.string()), "|"
     )
     enc = pc.dictionary_encode(key).combine_chunks()
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     grid_id = np.where(row >= 0, codes, -1)
-    colour = np.full(n, -1, dtype=np.int8)
-    border = np.zeros(n, dtype=bool)
+    if lookup is None:
+        colour, border = np.full(n, -1, dtype=np.int8), np.zeros(n, dtype=bool)
+    else:
+        cell_colour, border = lookup.cells(idx)
+        colour = cell_colour.astype(np.int8)
     role_code = np.array([ROLES.index(r) if r in ROLES else len(ROLES) - 1 for r in role], dtype=np.int8)
-    keys: list[tuple[str, str, str, int, int]] = []
-    first = np.full(len(enc.dictionary), -1, dtype=np.int64)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(enc.dictionary) + 1))
     tids = idx["task_id"].to_numpy(zero_copy_only=False)
     augs = idx["augmentation"].to_numpy(zero_copy_only=False)
     pairs = idx["pair"].to_numpy().astype(np.int64)
     samples = idx["sample"].to_numpy().astype(np.int64)
-    for g in range(len(enc.dictionary)):
-        rows_g = order[bounds[g] : bounds[g + 1]]
-        r0 = int(rows_g[0])
-        first[g] = r0
-        keys.append((str(tids[r0]), str(augs[r0]), str(role[r0]), int(pairs[r0]), int(samples[r0])))
-        if lookup is None:
-            continue
-        cells = rows_g[row[rows_g] >= 0]
-        if not len(cells):
-            continue
-        grid = lookup.grid(keys[-1][0], keys[-1][1], keys[-1][2], keys[-1][3])
-        if grid is None:
-            continue
-        h, w = grid.shape
-        rr, cc = row[cells], col[cells]
-        ok = (rr < h) & (cc < w)
-        colour[cells[ok]] = grid[rr[ok], cc[ok]]
-        border[cells[ok]] = (rr[ok] == 0) | (cc[ok] == 0) | (rr[ok] == h - 1) | (cc[ok] == w - 1)
+    # a grid's key is read off its first row
+    order = np.argsort(codes, kind="stable")
+    first = order[np.searchsorted(codes[order], np.arange(len(enc.dictionary)))]
+    keys = [(str(tids[r]), str(augs[r]), str(role[r]), int(pairs[r]), int(samples[r])) for r in first]
     return RowInfo(grid_id, colour, border, role_code, keys)
 
 
