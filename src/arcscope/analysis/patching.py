@@ -49,7 +49,7 @@ from torch import nn
 from arcscope.analysis.corrupt import aligned, describe
 from arcscope.analysis.subject import AnalysisError, CellTable, Metric, as_metric, to_grids
 from arcscope.capture.interventions import Intervention, intervene
-from arcscope.capture.session import run_prefill
+from arcscope.capture.session import capture
 from arcscope.capture.spec import PATTERN, HookSite, find_layout, resolve_hooks
 from arcscope.progress import ProgressFn, emit
 
@@ -306,6 +306,7 @@ class _Patcher:
         batch_size: int = 16,
         fast: bool = True,
         progress: ProgressFn | None = None,
+        sites: Sequence[HookSite] = (),
     ):
         if direction not in DIRECTIONS:
             raise AnalysisError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
@@ -331,22 +332,50 @@ class _Patcher:
         self.device = clean.device
         self.ids = self.base.input_ids
         self.keep = torch.as_tensor(self.answer.predict_pos, device=self.device)
-        with torch.no_grad():
-            self.clean_metric = float(self.metric(clean.logits(), self.answer)[0])
-            self.corrupt_metric = (
-                float(self.metric(corrupt.logits(), self.answer)[0]) if corrupt is not None else math.nan
-            )
-        self.base_metric = self.clean_metric if self.base is clean else self.corrupt_metric
         self.layout = find_layout(self.model)
         self.fast = bool(fast) and self._fast_possible()
         self.n_forward = 0
         self.n_skipped = 0
         self._acts: dict[tuple[str, str], torch.Tensor] = {}
+        self._metrics: dict[str, float] = {}
         self._full_cache: Any = None
         self._cache_kw = "past_key_values"
         with contextlib.suppress(TypeError, ValueError):
             if "cache" in inspect.signature(self.model.forward).parameters:
                 self._cache_kw = "cache"
+        self._prepare(sites, resid_layers={_start_layer(s) for s in sites})
+        self.clean_metric = self._metrics[self._key(clean)]
+        self.corrupt_metric = self._metrics[self._key(corrupt)] if corrupt is not None else math.nan
+        self.base_metric = self._metrics["base"]
+
+    def _key(self, subject: Any) -> str:
+        return "base" if subject is self.base else "source"
+
+    def _prepare(self, sites: Sequence[HookSite], resid_layers: set[int] = frozenset()) -> None:
+        """One forward pass per run (base, source) for everything not yet cached: the answer metric, the
+        activations at ``sites``, and, for the fast path, the base run's residual stream entering
+        ``resid_layers`` and its keys and values."""
+        runs = [("base", self.base)] + ([] if self.source is self.base else [("source", self.source)])
+        for key, subject in runs:
+            want = {s.name: s for s in sites if (key, s.name) not in self._acts}
+            cache = key == "base" and self.fast and self._full_cache is None
+            if key == "base" and self.fast and self.layout is not None:
+                for layer in sorted(resid_layers - {0}):
+                    name = f"blocks.{layer}.hook_resid_pre"
+                    if ("base", name) not in self._acts:
+                        want.setdefault(name, resolve_hooks(self.model, name)[0])
+            if not want and not cache and key in self._metrics:
+                continue
+            with (
+                torch.no_grad(),
+                capture(self.model, list(want.values()), offload=False, record_coords=False) as cap,
+            ):
+                out = self.model(input_ids=subject.input_ids, use_cache=cache, logits_to_keep=self.keep)
+            self._metrics[key] = float(self.metric(out.logits.float(), self.answer)[0])
+            for name in want:
+                self._acts[(key, name)] = cap[name]
+            if cache:
+                self._full_cache = _output_cache(out)
 
     # ------------------------------------------------------------------------------------ settings
 
@@ -355,10 +384,9 @@ class _Patcher:
             return False
         cfg = getattr(self.model, "config", None)
         types = getattr(cfg, "layer_types", None)
+        # Qwen2/3 look up each layer's attention type by its place in the loop: a shortened list misreads them.
         if types is not None and len(set(types)) > 1:
-            return (
-                False  # Qwen2/3 index layer types by loop position: a shortened layer list would misread them
-            )
+            return False
         window = getattr(cfg, "sliding_window", None)
         return not (window and getattr(cfg, "use_sliding_window", True) and self.T > int(window))
 
@@ -373,34 +401,28 @@ class _Patcher:
 
     def acts(self, which: str, sites: Sequence[HookSite]) -> dict[str, torch.Tensor]:
         """``[T, d]`` activations of the base or source run at ``sites`` (cached; the model's dtype)."""
-        subject = self.base if which == "base" else self.source
-        key = "base" if subject is self.base else "source"
-        missing = [s for s in sites if (key, s.name) not in self._acts]
-        if missing:
-            res = run_prefill(self.model, subject.input_ids, sites=missing, offload=False)
-            for s in missing:
-                self._acts[(key, s.name)] = res.acts[s.name]
-                if self.base is self.source:
-                    self._acts[("source" if key == "base" else "base", s.name)] = res.acts[s.name]
+        key = self._key(self.base if which == "base" else self.source)
+        if any((key, s.name) not in self._acts for s in sites):
+            self._prepare(sites)
         return {s.name: self._acts[(key, s.name)] for s in sites}
 
     def _resid(self, layer: int) -> torch.Tensor:
-        """The base run's residual stream entering ``layer`` ``[T, d]`` (all layers captured at once)."""
+        """The base run's residual stream entering ``layer`` ``[T, d]``."""
         name = f"blocks.{layer}.hook_resid_pre"
-        if ("base", name) not in self._acts:
-            self.acts("base", resolve_hooks(self.model, "blocks.*.hook_resid_pre"))
+        if ("base", name) not in self._acts:  # a layer no site named (path patching): take them all at once
+            self._prepare([], resid_layers=set(range(self.layout.n_layers)))
         return self._acts[("base", name)]
 
     def _prefix_cache(self, p0: int, batch: int) -> Any:
         """The base run's keys and values for positions < p0, repeated for ``batch`` rows."""
         if self._full_cache is None:
-            with torch.no_grad():
-                out = self.model(input_ids=self.ids, use_cache=True, logits_to_keep=1)
-            self._full_cache = _output_cache(out)
+            self._prepare([])
         cache = copy.deepcopy(self._full_cache)
         cache.crop(p0 - self.T)  # a negative crop removes that many tokens, in every transformers version
         if cache.get_seq_length() != p0:
-            raise ValueError(f"the cropped key/value cache holds {cache.get_seq_length()} positions, not {p0}")
+            raise ValueError(
+                f"the cropped key/value cache holds {cache.get_seq_length()} positions, not {p0}"
+            )
         cache.batch_repeat_interleave(batch)
         return cache
 
@@ -766,10 +788,17 @@ def patch_sweep(
     import time
 
     t0 = time.perf_counter()
+    site_list = _sites(clean.model, sites)
     pt = _Patcher(
-        clean, corrupt, metric, direction=direction, batch_size=batch_size, fast=fast, progress=progress
+        clean,
+        corrupt,
+        metric,
+        direction=direction,
+        batch_size=batch_size,
+        fast=fast,
+        progress=progress,
+        sites=site_list,
     )
-    site_list = _sites(pt.model, sites)
     groups, cells = _position_groups(pt.base, positions)
     values = pt.run(_position_entries(pt, site_list, groups))
     raw = (values - pt.base_metric).reshape(len(site_list), len(groups))
@@ -802,10 +831,17 @@ def head_sweep(
     import time
 
     t0 = time.perf_counter()
+    site_list = _z_sites(clean.model, layers)
     pt = _Patcher(
-        clean, corrupt, metric, direction=direction, batch_size=batch_size, fast=fast, progress=progress
+        clean,
+        corrupt,
+        metric,
+        direction=direction,
+        batch_size=batch_size,
+        fast=fast,
+        progress=progress,
+        sites=site_list,
     )
-    site_list = _z_sites(pt.model, layers)
     n_heads = _heads_of(site_list)
     pos = _flat_positions(pt.base, positions)
     values = pt.run(_head_entries(pt, site_list, pos))
@@ -964,9 +1000,10 @@ def attribution_patching(
     import time
 
     t0 = time.perf_counter()
-    pt = _Patcher(clean, corrupt, metric, direction=direction)
+    site_list = _z_sites(clean.model, layers) if heads else _sites(clean.model, sites)
+    # the source run's activations come with its metric; the base run's come with the gradient pass
+    pt = _Patcher(clean, corrupt, metric, direction=direction, fast=False, sites=site_list)
     if heads:
-        site_list = _z_sites(pt.model, layers)
         n_heads = _heads_of(site_list)
         pos = _flat_positions(pt.base, positions)
         raw = _attribution(pt, site_list, heads=True, positions=pos)
@@ -980,7 +1017,6 @@ def attribution_patching(
             heads=list(range(n_heads)),
             head_positions=None if pos is None else pos.tolist(),
         )
-    site_list = _sites(pt.model, sites)
     groups, cells = _position_groups(pt.base, positions)
     raw = _attribution(pt, site_list, groups=groups)
     return pt.result(
@@ -1109,14 +1145,20 @@ def compare_on_sample(
             layers=layers,
             direction=direction,
         )
+    site_list = _z_sites(clean.model, layers) if heads else _sites(clean.model, sites)
     pt = _Patcher(
-        clean, corrupt, metric, direction=direction, batch_size=batch_size, fast=fast, progress=progress
+        clean,
+        corrupt,
+        metric,
+        direction=direction,
+        batch_size=batch_size,
+        fast=fast,
+        progress=progress,
+        sites=site_list,
     )
     if heads:
-        site_list = _z_sites(pt.model, layers)
         entries = _head_entries(pt, site_list, _flat_positions(pt.base, positions))
     else:
-        site_list = _sites(pt.model, sites)
         groups, _ = _position_groups(pt.base, positions)
         entries = _position_entries(pt, site_list, groups)
     if len(entries) != approx.raw.size:
@@ -1340,6 +1382,7 @@ def sae_patch(
         raise AnalysisError(f"SAE patching mode {mode!r} is not one of {', '.join(SAE_MODES)}")
     if mode == "patch" and corrupt is None:
         raise AnalysisError(f"task {clean.task_id}: SAE patching (mode patch) needs a corrupted subject")
+    site = _sae_site(clean.model, sae, hook)
     pt = _Patcher(
         clean,
         corrupt,
@@ -1348,8 +1391,8 @@ def sae_patch(
         batch_size=batch_size,
         fast=fast,
         progress=progress,
+        sites=[site],
     )
-    site = _sae_site(pt.model, sae, hook)
     pos = _flat_positions(pt.base, positions)
     allpos = np.arange(pt.T) if pos is None else pos
     pi = torch.as_tensor(allpos, device=pt.device)
@@ -1452,13 +1495,20 @@ def path_patch(
     t0 = time.perf_counter()
     if receivers not in RECEIVERS:
         raise AnalysisError(f"receivers {receivers!r} is not one of {', '.join(RECEIVERS)}")
-    pt = _Patcher(
-        clean, corrupt, metric, direction=direction, batch_size=batch_size, fast=fast, progress=progress
-    )
-    if pt.layout is None:
+    if find_layout(clean.model) is None:
         raise AnalysisError("path patching needs the Llama layout (llama, qwen2, qwen3, mistral)")
     layer, head = (int(x) for x in sender)
-    zsite = _z_sites(pt.model, [layer])[0]
+    zsite = _z_sites(clean.model, [layer])[0]
+    pt = _Patcher(
+        clean,
+        corrupt,
+        metric,
+        direction=direction,
+        batch_size=batch_size,
+        fast=fast,
+        progress=progress,
+        sites=[zsite],
+    )
     layer = int(zsite.layer)
     n_heads = int(zsite.heads or 1)
     if not 0 <= head < n_heads:
