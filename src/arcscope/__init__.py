@@ -13,14 +13,16 @@ row   packages                                         what they own
                                                        primitives | model loading, device choice | the store
 4     ``report``                                       self-contained HTML pages (may read a store's summary)
 5     ``puzzles`` ``datasets`` ``dsl`` ``rnn``          capabilities over tasks
-6     ``reasoning``                                    HRM, TRM (uses ``puzzles``)
-7     ``sae``                                          sparse autoencoders on capture/models/store; not engine
-8     ``analysis``                                     how the model solves a task, on the grid (uses ``sae``
+6     ``families``                                     generated task families with known arc-dsl programs
+                                                       (uses ``dsl``; ``datasets`` for the contamination report)
+7     ``reasoning``                                    HRM, TRM (uses ``puzzles``)
+8     ``sae``                                          sparse autoencoders on capture/models/store; not engine
+9     ``analysis``                                     how the model solves a task, on the grid (uses ``sae``
                                                        for latent patching and SAE steering directions)
-9     ``engine``                                       capture jobs over many tasks: plan, batches, resume, runners
-10    ``pipeline``                                     ``arcscope run``: tasks -> engine -> scoring -> report
-11    ``cli``                                          the typer app: options generated from config dataclasses
-12    ``__main__``                                     ``python -m arcscope``
+10    ``engine``                                       capture jobs over many tasks: plan, batches, resume, runners
+11    ``pipeline``                                     ``arcscope run``: tasks -> engine -> scoring -> report
+12    ``cli``                                          the typer app: options generated from config dataclasses
+13    ``__main__``                                     ``python -m arcscope``
 ====  ===============================================  ==========================================================
 """
 
@@ -33,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("capture", "models", "store"),
     ("report",),
     ("puzzles", "datasets", "dsl", "rnn"),
+    ("families",),
     ("reasoning",),
     ("sae",),
     ("analysis",),

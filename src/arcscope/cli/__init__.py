@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "puzzles",
     "sae",
     "analyze",
+    "generate",
 )
 for _name in COMMAND_MODULES:
     importlib.import_module(f"arcscope.cli.{_name}")
