@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import arcscope.cli.train_lm  # noqa: F401 - registers `train-lm` whether or not the CLI lists it yet
-from arcscope.cli import main
 from arcscope.errors import ModelError
 from arcscope.files import TMP_MARK
 from arcscope.models import load_model, resolve_model_path
@@ -28,6 +22,7 @@ from arcscope.models.organism import (
 )
 from arcscope.tasks import Pair, Task, build_prompt, load, save, token_cell_map
 from arcscope.tasks.prompts import Role, generated_cell_map
+from tests.kill import cli, killed_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -226,58 +221,7 @@ def test_organism_name_resolves_to_the_bundled_folder(trained, monkeypatch):
 
 # ---- resume after SIGKILL --------------------------------------------------------------------------------
 
-CHILD = r"""
-import sys, time
-import torch
-torch.set_num_threads(1)
-module, name, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
-import importlib
-mod = importlib.import_module(module)
-orig = getattr(mod, name)
-calls = [0]
-def wrapped(*a, **k):
-    out = orig(*a, **k)
-    calls[0] += 1
-    if calls[0] == nth:  # the call has done its work; what follows it has not happened
-        print("STOPPED", flush=True)
-        time.sleep(600)
-    return out
-setattr(mod, name, wrapped)
-import arcscope.cli.train_lm
-from arcscope.cli import main
-main(sys.argv[4:])
-"""
 TRAINER = "arcscope.models.train_lm"
-
-
-def _killed_at(tmp_path: Path, name: str, nth: int, argv: list[str]) -> None:
-    """Run the CLI in a child until the ``nth`` call of the trainer's ``name`` returns, then SIGKILL it."""
-    err = tmp_path / "child.err"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(err, "w") as ef:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, TRAINER, name, str(nth), *argv],
-            stdout=subprocess.PIPE,
-            stderr=ef,
-            text=True,
-            env=env,
-        )
-        try:
-            while (line := proc.stdout.readline()) and line.strip() != "STOPPED":
-                pass
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-            proc.stdout.close()
-    if not line:
-        pytest.fail(f"the child never reached call {nth} of {TRAINER}.{name}:\n{err.read_text()}")
-    assert proc.returncode == -signal.SIGKILL
-
-
-def _cli(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return int(e.value.code or 0)
 
 
 def _args(tasks: Path, out: Path) -> list[str]:
@@ -304,7 +248,7 @@ def _files(root: Path) -> list[str]:
 
 
 def test_train_lm_command_names_a_bad_preset(capsys):
-    assert _cli(["train-lm", "--preset", "huge", "-q"]) == 2
+    assert cli(["train-lm", "--preset", "huge", "-q"]) == 2
     assert "unknown preset 'huge'; known: tiny, small" in " ".join(capsys.readouterr().err.split())
 
 
@@ -312,20 +256,20 @@ def test_train_lm_killed_at_each_moment_resumes_to_the_same_folder(tmp_path):
     tasks = tmp_path / "flip.jsonl"
     save(flip_tasks(40), f"jsonl:{tasks}")
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    assert _cli(_args(tasks, ref)) == 0
+    assert cli(_args(tasks, ref)) == 0
     # after the first record (step 2), before any checkpoint: the rerun starts over
-    _killed_at(tmp_path, "emit", 1, _args(tasks, out))
+    killed_at(tmp_path, TRAINER, "emit", 1, _args(tasks, out))
     assert (out / "run.json").is_file() and not (out / "checkpoints").exists()
     # while the first checkpoint (step 3) is being written: it never appears
-    _killed_at(tmp_path, "save_file", 1, _args(tasks, out))
+    killed_at(tmp_path, TRAINER, "save_file", 1, _args(tasks, out))
     assert [p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")] == []
     # after the record at step 8, before its evaluation: checkpoints at 3 and 6 are on disk
-    _killed_at(tmp_path, "emit", 4, _args(tasks, out))
+    killed_at(tmp_path, TRAINER, "emit", 4, _args(tasks, out))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003", "step_00000006"]
     # resumed from step 6, killed during the evaluation at step 8 (before its record and checkpoint)
-    _killed_at(tmp_path, "evaluate", 1, _args(tasks, out))
+    killed_at(tmp_path, TRAINER, "evaluate", 1, _args(tasks, out))
     assert _lines(out / "metrics.jsonl")[-1] == _lines(ref / "metrics.jsonl")[4]  # the step-8 record
-    assert _cli(_args(tasks, out)) == 0
+    assert cli(_args(tasks, out)) == 0
 
     assert _files(out) == _files(ref)
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "run.json"):

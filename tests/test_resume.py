@@ -13,41 +13,16 @@ evaluation) so that its N-th call prints ``STOPPED`` and waits to be killed.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from arcscope.cli import main
 from arcscope.files import TMP_MARK
 from arcscope.puzzles import build_sudoku
 from arcscope.store import StoreWriter
-
-CHILD = r"""
-import sys, time
-import torch
-torch.set_num_threads(1)
-module, name, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
-import importlib
-mod = importlib.import_module(module)
-orig = getattr(mod, name)
-calls = [0]
-def wrapped(*a, **k):
-    out = orig(*a, **k)
-    calls[0] += 1
-    if calls[0] == nth:  # the call has done its work; what follows it has not happened
-        print("STOPPED", flush=True)
-        time.sleep(600)
-    return out
-setattr(mod, name, wrapped)
-from arcscope.cli import main
-main(sys.argv[4:])
-"""
+from tests.kill import cli, killed_at
 
 SAE = "arcscope.sae.train"
 REASONING = "arcscope.reasoning.train"
@@ -59,36 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)  # the children use one thread too: the same float sums in the same order
     yield
     torch.set_num_threads(n)
-
-
-def _killed_at(tmp_path: Path, module: str, name: str, nth: int, argv: list[str]) -> None:
-    """Run the CLI in a child until the ``nth`` call of ``module.name`` returns, then SIGKILL it by pid."""
-    err = tmp_path / "child.err"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(err, "w") as ef:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, module, name, str(nth), *argv],
-            stdout=subprocess.PIPE,
-            stderr=ef,
-            text=True,
-            env=env,
-        )
-        try:
-            while (line := proc.stdout.readline()) and line.strip() != "STOPPED":
-                pass
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-            proc.stdout.close()
-    if not line:
-        pytest.fail(f"the child never reached call {nth} of {module}.{name}:\n{err.read_text()}")
-    assert proc.returncode == -signal.SIGKILL
-
-
-def _cli(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return int(e.value.code or 0)
 
 
 def _lines(path: Path, timing: tuple[str, ...]) -> list[dict]:
@@ -130,17 +75,17 @@ def _sae_args(store: Path, out: Path) -> list[str]:
 
 def test_sae_train_killed_at_each_moment_resumes_to_the_same_folder(store, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    assert _cli(_sae_args(store, ref)) == 0
+    assert cli(_sae_args(store, ref)) == 0
     # after the first metrics line (step 10), before any checkpoint: the rerun starts over
-    _killed_at(tmp_path, SAE, "emit", 1, _sae_args(store, out))
+    killed_at(tmp_path, SAE, "emit", 1, _sae_args(store, out))
     assert (out / "metrics.jsonl").is_file() and not (out / "checkpoints").exists()
     # while the first checkpoint (step 15) is being written: still nothing to resume from
-    _killed_at(tmp_path, SAE, "save_file", 1, _sae_args(store, out))
+    killed_at(tmp_path, SAE, "save_file", 1, _sae_args(store, out))
     assert [p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")] == []
     # mid-epoch, after the line at step 30 and before its checkpoint: resumes from step 15
-    _killed_at(tmp_path, SAE, "emit", 3, _sae_args(store, out))
+    killed_at(tmp_path, SAE, "emit", 3, _sae_args(store, out))
     assert len(_lines(out / "metrics.jsonl", ())) == 3
-    assert _cli(_sae_args(store, out)) == 0
+    assert cli(_sae_args(store, out)) == 0
 
     assert _files(out) == _files(ref)
     for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json", "run.json"):
@@ -203,35 +148,35 @@ def _same_run_folder(out: Path, ref: Path) -> None:
 
 def test_reasoning_train_killed_at_each_moment_resumes_to_the_same_folder(sudoku, tmp_path, capsys):
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    assert _cli(_reasoning_args(sudoku, ref)) == 0
+    assert cli(_reasoning_args(sudoku, ref)) == 0
     # after the first metrics line, before the first checkpoint: --resume starts over
-    _killed_at(tmp_path, REASONING, "emit", 1, _reasoning_args(sudoku, out))
+    killed_at(tmp_path, REASONING, "emit", 1, _reasoning_args(sudoku, out))
     assert (out / "run.json").is_file() and not list(out.glob("step_*"))
     # while the first checkpoint (step 2) is being written: it never appears
-    _killed_at(tmp_path, REASONING, "save_file", 1, _reasoning_args(sudoku, out, "--resume"))
+    killed_at(tmp_path, REASONING, "save_file", 1, _reasoning_args(sudoku, out, "--resume"))
     assert not list(out.glob("step_*"))
     # mid-epoch at step 7 (checkpoints at 2, 4, 6 written)
-    _killed_at(tmp_path, REASONING, "emit", 7, _reasoning_args(sudoku, out, "--resume"))
+    killed_at(tmp_path, REASONING, "emit", 7, _reasoning_args(sudoku, out, "--resume"))
     assert sorted(p.name for p in out.glob("step_*")) == ["step_2", "step_4", "step_6"]
     # resumed from step 6, killed during the evaluation at step 8 (before its record and checkpoint)
-    _killed_at(tmp_path, REASONING, "evaluate_split", 1, _reasoning_args(sudoku, out, "--resume"))
+    killed_at(tmp_path, REASONING, "evaluate_split", 1, _reasoning_args(sudoku, out, "--resume"))
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
-    assert _cli(_reasoning_args(sudoku, out, "--resume")) == 0
+    assert cli(_reasoning_args(sudoku, out, "--resume")) == 0
     _same_run_folder(out, ref)
 
     # A finished run is not replaced: without --resume or --overwrite the command refuses ...
     capsys.readouterr()
-    assert _cli(_reasoning_args(sudoku, out)) == 2
+    assert cli(_reasoning_args(sudoku, out)) == 2
     assert "already holds a training run" in " ".join(capsys.readouterr().err.split())
     # ... --resume with other settings names the setting ...
-    assert _cli(_reasoning_args(sudoku, out, "--resume", "lr=0.002")) == 2
+    assert cli(_reasoning_args(sudoku, out, "--resume", "lr=0.002")) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "other settings: lr (saved 0.001, now 0.002)" in err
     # ... --resume with the same settings has nothing left to train, and --overwrite trains it again.
-    assert _cli(_reasoning_args(sudoku, out, "--resume")) == 0
+    assert cli(_reasoning_args(sudoku, out, "--resume")) == 0
     _same_run_folder(out, ref)
     (out / "step_4" / "model.safetensors").write_bytes(b"stale")
-    assert _cli(_reasoning_args(sudoku, out, "--overwrite")) == 0
+    assert cli(_reasoning_args(sudoku, out, "--overwrite")) == 0
     _same_run_folder(out, ref)
 
 
@@ -240,7 +185,7 @@ def test_reasoning_train_never_writes_over_another_programs_files(sudoku, tmp_pa
     out.mkdir()
     (out / "config.json").write_text('{"model_type": "llama"}')
     for flag in ([], ["--overwrite"]):
-        assert _cli(_reasoning_args(sudoku, out, *flag)) == 2
+        assert cli(_reasoning_args(sudoku, out, *flag)) == 2
         assert "not written by `arcscope reasoning train`" in " ".join(capsys.readouterr().err.split())
     assert (out / "config.json").read_text() == '{"model_type": "llama"}'
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
