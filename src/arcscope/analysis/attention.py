@@ -37,7 +37,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from arcscope.analysis.subject import AnalysisError, CellTable, Metric, Subject, as_metric, to_grids
+from arcscope.analysis.subject import (
+    AnalysisError,
+    CellTable,
+    Metric,
+    Subject,
+    as_metric,
+    model_name,
+    to_grids,
+)
 from arcscope.errors import CaptureError
 from arcscope.progress import ProgressFn, emit
 
@@ -253,11 +261,6 @@ def _pick(subject: Subject, given: Any, n: int, what: str) -> list[int]:
         if j not in out:
             out.append(j)
     return sorted(out)
-
-
-def _model_name(model: Any) -> str:
-    name = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
-    return str(name or type(model).__name__)
 
 
 def _cells_json(cells: Any) -> Any:
@@ -593,7 +596,7 @@ def attention_to_grids(
 
     return AttentionResult(
         task_id=subject.task_id,
-        model=_model_name(subject.model),
+        model=model_name(subject.model),
         query=query,
         layers=ls,
         heads=hs,
@@ -802,7 +805,7 @@ def knockout(
     ans = subject.answer
     return KnockoutResult(
         task_id=subject.task_id,
-        model=_model_name(subject.model),
+        model=model_name(subject.model),
         metric=metric.label,
         metric_kind=metric.kind,
         from_=_label(from_),
@@ -1099,7 +1102,7 @@ def knockout_sweep(
     ans = subject.answer
     return KnockoutSweep(
         task_id=subject.task_id,
-        model=_model_name(subject.model),
+        model=model_name(subject.model),
         metric=metric.label,
         metric_kind=metric.kind,
         over=over,

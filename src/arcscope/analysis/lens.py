@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from arcscope.analysis.config import LensError, TunedLensConfig
-from arcscope.analysis.subject import Subject
+from arcscope.analysis.subject import Subject, json_safe, model_name, natural_key
 from arcscope.config import make_config
 from arcscope.errors import ArcscopeError
 from arcscope.progress import ProgressFn, emit
@@ -452,30 +452,8 @@ class LensResult:
             "decided": self.decided.tolist(),
             "decided_layer": self.decided_layer.tolist(),
             "curve": {k: _nums(v) for k, v in self.curve().items()},
-            "settings": _plain(self.settings),
+            "settings": json_safe(self.settings),
         }
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _plain(v.tolist())
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, float | np.floating):
-        return _num(v)
-    return v
-
-
-def _model_name(model: Any) -> str:
-    name = getattr(model, "name", None)
-    if isinstance(name, str) and hasattr(model, "tokenizer"):
-        return name
-    cfg = getattr(_raw_model(model), "config", None)
-    return str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "") or _model_type(model))
 
 
 def logit_lens(
@@ -526,7 +504,7 @@ def logit_lens(
     correct = out["pick"] == ans.colour[None]
     return LensResult(
         task_id=str(subject.task_id),
-        model=_model_name(model),
+        model=model_name(model),
         lens="logit" if tuned is None else "tuned",
         hooks=hooks,
         layers=np.array([p.layer for p in plan], dtype=np.int64),
@@ -704,7 +682,7 @@ def logit_lens_tasks(
 
         tasks = load(tasks)
     tasks = list(tasks)
-    name = _model_name(model)
+    name = model_name(model)
     results: list[LensResult] = []
     skipped: dict[str, str] = {}
     emit(progress, "lens tasks", 0, len(tasks))
@@ -737,7 +715,7 @@ def logit_lens_tasks(
 def _model_identity(model: Any) -> dict[str, Any]:
     un = Unembed(model)
     return {
-        "name": _model_name(model),
+        "name": model_name(model),
         "model_type": _model_type(un.model),
         "n_layers": un.n_layers,
         "d_model": un.d_model,
@@ -917,8 +895,8 @@ class TunedLens:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "hooks": self.hooks,
-            "model": _plain(self.model),
-            "config": _plain(self.config),
+            "model": json_safe(self.model),
+            "config": json_safe(self.config),
             "fit": None if self.fit is None else self.fit.to_json(),
         }
         tensors: dict[str, torch.Tensor] = {}
@@ -967,10 +945,6 @@ class _Rows:
     source: str
 
 
-def _natural(name: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
 def _store_rows(store: Any, un: Unembed, hooks: Any, where: dict | None, cfg: TunedLensConfig) -> _Rows:
     from arcscope.analysis.probes import as_store, match_hooks, read_rows
 
@@ -996,7 +970,7 @@ def _store_rows(store: Any, un: Unembed, hooks: Any, where: dict | None, cfg: Tu
             f"{un.final_hook} nor ln_final.hook_normalized; capture one of them with the layers"
         )
     if hooks is None:
-        names = sorted((h for h in store.hooks if _RESID.fullmatch(h)), key=_natural)
+        names = sorted((h for h in store.hooks if _RESID.fullmatch(h)), key=natural_key)
     else:
         try:
             names = match_hooks(store, hooks)

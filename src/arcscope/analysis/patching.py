@@ -47,7 +47,15 @@ import torch
 from torch import nn
 
 from arcscope.analysis.corrupt import aligned, describe
-from arcscope.analysis.subject import AnalysisError, CellTable, Metric, as_metric, to_grids
+from arcscope.analysis.subject import (
+    AnalysisError,
+    CellTable,
+    Metric,
+    as_metric,
+    json_safe,
+    model_name,
+    to_grids,
+)
 from arcscope.capture.interventions import Intervention, intervene
 from arcscope.capture.session import capture
 from arcscope.capture.spec import PATTERN, HookSite, find_layout, resolve_hooks
@@ -74,20 +82,6 @@ def _json_array(a: np.ndarray) -> list:
     obj = arr.astype(object)
     obj[~np.isfinite(arr)] = None
     return obj.tolist()
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _json_safe(v.tolist())
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, float | np.floating):
-        return float(v) if math.isfinite(float(v)) else None
-    return v
 
 
 @dataclass
@@ -215,7 +209,7 @@ class PatchResult:
 
     def to_json(self) -> dict[str, Any]:
         """Everything as JSON-safe values (NaN as null)."""
-        return _json_safe(
+        return json_safe(
             {
                 "analysis": "patching",
                 "method": self.method,
@@ -267,11 +261,6 @@ class _Entry:
     start: int
     """The first token position the edits touch."""
     make: Callable[[], list[_Edit]]
-
-
-def _model_name(model: Any) -> str | None:
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "_name_or_path", None) or getattr(cfg, "name_or_path", None) or None
 
 
 def _first(out: Any) -> Any:
@@ -577,7 +566,7 @@ class _Patcher:
             metric_kind=self.metric.kind,
             task_id=self.clean.task_id,
             corruption=describe(self.corrupt.task) if self.corrupt is not None else None,
-            model=_model_name(self.model),
+            model=model_name(self.model),
             grids=grids,
             changed=self.changed.tolist(),
             settings=settings,
@@ -1054,7 +1043,7 @@ class Agreement:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict."""
-        return _json_safe(
+        return json_safe(
             {
                 "pearson": self.pearson,
                 "spearman": self.spearman,
@@ -1329,7 +1318,7 @@ class SAEPatchResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict."""
-        return _json_safe(
+        return json_safe(
             {
                 "analysis": "sae_patching",
                 "mode": self.mode,
@@ -1456,7 +1445,7 @@ def sae_patch(
         metric_kind=pt.metric.kind,
         task_id=clean.task_id,
         corruption=describe(corrupt.task) if corrupt is not None else None,
-        model=_model_name(pt.model),
+        model=model_name(pt.model),
         positions=None if pos is None else pos.tolist(),
         sae={"d_in": sae.d_in, "d_sae": sae.d_sae, "arch": sae.cfg.arch, "hook": sae.cfg.hook},
         settings={

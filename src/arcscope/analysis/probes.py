@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from arcscope.analysis.config import SPLITS, ProbeConfig, ProbeError
+from arcscope.analysis.subject import natural_key
 from arcscope.config import make_config
 from arcscope.errors import ArcscopeError
 from arcscope.progress import ProgressFn, emit
@@ -54,10 +55,6 @@ def as_store(store: Any) -> Any:
     return store if isinstance(store, Store) else open_store(store)
 
 
-def _natural(name: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
 def match_hooks(store: Any, hooks: str | list[str] | tuple[str, ...]) -> list[str]:
     """Store hooks named by ``hooks``: names or glob patterns (``blocks.*.hook_resid_post``, ``{0..3}``),
     comma-separated or a list; each pattern's matches in layer order, duplicates dropped."""
@@ -65,7 +62,7 @@ def match_hooks(store: Any, hooks: str | list[str] | tuple[str, ...]) -> list[st
 
     items = split_names(hooks) if isinstance(hooks, str) else list(hooks)
     if not items:
-        raise ProbeError(f"{store.url}: no hooks given; the store has {sorted(store.hooks, key=_natural)}")
+        raise ProbeError(f"{store.url}: no hooks given; the store has {sorted(store.hooks, key=natural_key)}")
     out: dict[str, None] = {}
     for item in items:
         found = []
@@ -73,9 +70,9 @@ def match_hooks(store: Any, hooks: str | list[str] | tuple[str, ...]) -> list[st
             found += [h for h in store.hooks if h == pattern or fnmatch.fnmatchcase(h, pattern)]
         if not found:
             raise ProbeError(
-                f"{store.url}: hook {item!r} is not in the store; it has {sorted(store.hooks, key=_natural)}"
+                f"{store.url}: hook {item!r} is not in the store; it has {sorted(store.hooks, key=natural_key)}"
             )
-        for h in sorted(set(found), key=_natural):
+        for h in sorted(set(found), key=natural_key):
             out.setdefault(h, None)
     return list(out)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from arcscope.analysis.subject import AnalysisError
+from arcscope.analysis.subject import AnalysisError, json_safe
 from arcscope.files import atomic_path, atomic_write_text
 from arcscope.report.html import (
     ARC_PALETTE,
@@ -910,31 +910,6 @@ def section(title: str, *parts: str, note: str = "") -> str:
     """A report section: a card with a heading, an optional note (plain text) and the given blocks."""
     note_html = f'<p class="note">{escape(note)}</p>' if note else ""
     return f'<section class="card"><h2>{escape(title)}</h2>{note_html}{"".join(parts)}</section>'
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` as plain JSON values: numpy arrays and scalars to lists and numbers, NaN and inf to None, tuples
-    to lists, paths to strings, mapping keys to strings."""
-    if obj is None or isinstance(obj, str | bool):
-        return obj
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "tolist"):  # torch tensors and other array types
-        return json_safe(obj.tolist())
-    raise TypeError(f"cannot write a {type(obj).__name__} as JSON")
 
 
 REPORT_CSS = """

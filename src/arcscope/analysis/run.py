@@ -25,7 +25,7 @@ from arcscope.analysis.config import (
     parse_cells,
     parse_ints,
 )
-from arcscope.analysis.subject import Metric, Subject
+from arcscope.analysis.subject import Metric, Subject, model_name
 from arcscope.config import make_config
 from arcscope.progress import ProgressFn, emit
 
@@ -94,15 +94,11 @@ def metric_of(cfg: SubjectConfig) -> Metric:
     return Metric(cfg.metric, parse_cells(cfg.cells))
 
 
-def _model_name(subject: Subject, loaded: Any) -> str:
-    return str(getattr(loaded, "name", None) or getattr(subject.model.config, "_name_or_path", "") or "model")
-
-
 def _header(subject: Subject, cfg: Any, loaded: Any, metric: str) -> dict[str, Any]:
     return {
         "task": subject.task_id,
         "test_index": subject.test_index,
-        "model": _model_name(subject, loaded),
+        "model": model_name(loaded if loaded is not None else subject.model),
         "metric": metric,
         "settings": cfg.to_dict(),
     }

@@ -25,7 +25,10 @@ grids, with the token position that encodes it. Results over such groups are arr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -388,3 +391,48 @@ def to_grids(
         arr[..., cells.row[sel], cells.col[sel]] = values[..., sel]
         out[int(seg)] = arr
     return out
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders numbers inside names by value (``blocks.2`` before ``blocks.10``)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON values: numpy arrays and scalars to lists and numbers, NaN and inf to None, tuples
+    to lists, paths to strings, mapping keys to strings."""
+    if obj is None or isinstance(obj, str | bool):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # torch tensors and other array types
+        return json_safe(obj.tolist())
+    raise TypeError(f"cannot write a {type(obj).__name__} as JSON")
+
+
+def model_name(model: Any) -> str:
+    """A model's name for results: a LoadedModel's name, else its config's path, else its type."""
+    if hasattr(model, "tokenizer") and isinstance(getattr(model, "name", None), str):
+        return model.name
+    inner = model.model if hasattr(model, "tokenizer") else model
+    cfg = getattr(inner, "config", None)
+    name = (
+        getattr(inner, "name_or_path", "")
+        or getattr(cfg, "_name_or_path", "")
+        or getattr(cfg, "name_or_path", "")
+        or getattr(cfg, "model_type", "")
+    )
+    return str(name or type(inner).__name__)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 
 from arcscope.analysis.probes import GRID_TARGETS, ProbeResult, as_store, cell_colours, load_task_grids
-from arcscope.analysis.subject import AnalysisError
+from arcscope.analysis.subject import AnalysisError, json_safe
 
 FORMAT = "arcscope.steering_vector"
 FORMAT_VERSION = 1
@@ -179,8 +179,8 @@ def mean_difference(
         "mean_difference",
         {
             "store": store.url,
-            "group_a": _plain(group_a),
-            "group_b": _plain(group_b),
+            "group_a": json_safe(group_a),
+            "group_b": json_safe(group_b),
             "n_a": len(picked[0]),
             "n_b": len(picked[1]),
             "overlap": overlap,
@@ -191,16 +191,6 @@ def mean_difference(
         },
     )
     return _unit_or_raw(vec, normalize)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple | set | frozenset | np.ndarray):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 # ---- from a probe or an SAE ----------------------------------------------------------------------------
@@ -225,7 +215,7 @@ def probe_direction(result: ProbeResult, layer: str | int, cls: Any) -> Steering
         {
             "store": result.store,
             "target": result.target,
-            "class": _plain(result.classes[code]),
+            "class": json_safe(result.classes[code]),
             "accuracy": acc if math.isfinite(acc) else None,
             "baseline": result.baseline,
             "norm": float(w.norm()),
@@ -285,7 +275,7 @@ def save_vector(vec: SteeringVector, path: str | os.PathLike) -> str:
         "description": vec.description,
         "kind": vec.kind,
         "norm": vec.norm,
-        "meta": _plain(vec.meta),
+        "meta": json_safe(vec.meta),
     }
     return save_tensor_file(
         path, {"vector": vec.vector}, FORMAT, info, what="steering vector", error=SteeringError
