@@ -67,6 +67,9 @@ def parse_storage_options(text: str | dict | None) -> dict | None:
 
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+NoResumeOpt = Annotated[bool, typer.Option("--no-resume", help="Fail instead of resuming a run in --out.")]
+RunOverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Discard a run already in --out.")]
+"""The two options of every resumable training command (train-lm, sae train)."""
 OnErrorOpt = Annotated[
     OnError,
     typer.Option("--on-error", help="At a bad item: raise (stop and name it) or skip (go on, count it)."),

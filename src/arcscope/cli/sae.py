@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from arcscope.cli.app import app, console, err_console, progress_bar
-from arcscope.cli.options import QuietOpt, StorageOptionsOpt, config_options
+from arcscope.cli.options import NoResumeOpt, QuietOpt, RunOverwriteOpt, StorageOptionsOpt, config_options
 from arcscope.config import config_help
 from arcscope.files import atomic_write_text
 from arcscope.sae.config import DashboardConfig, EvalConfig, SAEError, TrainConfig
@@ -74,10 +74,8 @@ def train_cmd(
         int | None, typer.Option("--max-tasks", help="With --model: use at most N tasks.")
     ] = None,
     storage_options: StorageOptionsOpt = None,
-    no_resume: Annotated[
-        bool, typer.Option("--no-resume", help="Fail instead of resuming a run in --out.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard a run already in --out.")] = False,
+    no_resume: NoResumeOpt = False,
+    overwrite: RunOverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train an SAE on a hook of a store (or on the fly from a model), with checkpoints and resume."""

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from arcscope.cli.app import app, console, err_console, progress_bar
-from arcscope.cli.options import QuietOpt, config_options
+from arcscope.cli.options import NoResumeOpt, QuietOpt, RunOverwriteOpt, config_options
 from arcscope.models.organism import PRESETS, TrainLMConfig
 
 # The settings with an option of their own; every other one is a KEY=VALUE argument.
@@ -34,10 +34,8 @@ def train_lm_cmd(
     preset: Annotated[
         str, typer.Option("--preset", help=f"Architecture to start from: {', '.join(PRESETS)}.")
     ] = "small",
-    no_resume: Annotated[
-        bool, typer.Option("--no-resume", help="Fail instead of resuming a run in --out.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard a run already in --out.")] = False,
+    no_resume: NoResumeOpt = False,
+    overwrite: RunOverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the organism on tasks (prompt: train pairs + test input; target: the test output), resumably."""
